@@ -1,0 +1,215 @@
+"""Typed SQLAlchemy models on one base. Columns that hold ciphertext say so in their comment."""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from typing import Any
+
+from sqlalchemy import JSON, ForeignKey, Index, Integer, String, Text, UniqueConstraint, types
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+CIPHERTEXT = "ciphertext: AES-256-GCM, dv1:<key id>:<nonce+sealed>, bound to this row"
+
+
+class UTCDateTime(types.TypeDecorator[dt.datetime]):
+    """Aware UTC datetimes in and out, on SQLite (which drops tzinfo) and PostgreSQL alike."""
+
+    impl = types.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(dt.UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=dt.UTC)  # type: ignore[no-any-return]
+        return value.astimezone(dt.UTC)  # type: ignore[no-any-return]
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dt.datetime: UTCDateTime}
+
+
+class Grant(enum.StrEnum):
+    DELEGATION = "delegation"
+    CLIENT_CREDENTIALS = "client_credentials"
+
+
+class State(enum.StrEnum):
+    ACTIVE = "active"
+    DISABLED = "disabled"
+    REVOKED = "revoked"
+
+
+class Role(enum.StrEnum):
+    SERVICE = "service"
+    OPERATOR = "operator"
+
+
+class App(Base):
+    __tablename__ = "apps"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    slug: Mapped[str] = mapped_column(String(64), unique=True)
+    vendor_app_id: Mapped[str | None] = mapped_column(String(128))
+    client_id: Mapped[str] = mapped_column(String(256))
+    token_url: Mapped[str] = mapped_column(String(2048))
+    grant: Mapped[str] = mapped_column(String(32))
+    auth_method: Mapped[str] = mapped_column(String(32))
+    default_scope: Mapped[str] = mapped_column(Text, default="")
+    allowed_scopes: Mapped[str] = mapped_column(Text, default="")
+    client_secret: Mapped[str] = mapped_column(Text, comment=CIPHERTEXT)
+    client_secret_previous: Mapped[str | None] = mapped_column(Text, comment=CIPHERTEXT)
+    client_secret_set_at: Mapped[dt.datetime]
+    signing_secret: Mapped[str | None] = mapped_column(Text, comment=CIPHERTEXT)
+    signing_secret_previous: Mapped[str | None] = mapped_column(Text, comment=CIPHERTEXT)
+    signing_previous_expires_at: Mapped[dt.datetime | None]
+    signing_secret_set_at: Mapped[dt.datetime | None]
+    created_at: Mapped[dt.datetime]
+
+
+class Delegation(Base):
+    """One row per app and tenant: who the app may act as, and the last applied vendor change."""
+
+    __tablename__ = "delegations"
+    __table_args__ = (
+        UniqueConstraint("app_id", "tenant_id"),
+        Index("ix_delegations_app_tenant", "app_id", "tenant"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    app_id: Mapped[int] = mapped_column(ForeignKey("apps.id", ondelete="CASCADE"))
+    tenant: Mapped[str] = mapped_column(String(128))
+    tenant_id: Mapped[str] = mapped_column(String(64))
+    delegation_user_id: Mapped[str | None] = mapped_column(Text, comment=CIPHERTEXT)
+    state: Mapped[str] = mapped_column(String(16))
+    # Bumped on every change of user or state: token caches compare it on every hit.
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    vendor_timestamp: Mapped[dt.datetime]
+    request_id: Mapped[str] = mapped_column(String(64))
+    updated_at: Mapped[dt.datetime]
+    last_callback_at: Mapped[dt.datetime]
+    last_callback_result: Mapped[str] = mapped_column(String(32))
+
+
+class DelegationHistory(Base):
+    """Append-only: every callback that reached the apply step, with its outcome."""
+
+    __tablename__ = "delegation_history"
+    __table_args__ = (Index("ix_history_app_tenant", "app_id", "tenant_id", "id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    app_id: Mapped[int] = mapped_column(ForeignKey("apps.id", ondelete="CASCADE"))
+    tenant: Mapped[str] = mapped_column(String(128))
+    tenant_id: Mapped[str] = mapped_column(String(64))
+    request_id: Mapped[str] = mapped_column(String(64))
+    event: Mapped[str] = mapped_column(String(16))
+    outcome: Mapped[str] = mapped_column(String(16))
+    old_state: Mapped[str | None] = mapped_column(String(16))
+    new_state: Mapped[str | None] = mapped_column(String(16))
+    old_user: Mapped[str | None] = mapped_column(Text, comment=CIPHERTEXT)
+    new_user: Mapped[str | None] = mapped_column(Text, comment=CIPHERTEXT)
+    actor: Mapped[str | None] = mapped_column(Text, comment=CIPHERTEXT + " (userId, userEmail)")
+    vendor_timestamp: Mapped[dt.datetime]
+    recorded_at: Mapped[dt.datetime]
+
+
+class ProcessedRequest(Base):
+    """Vendor request ids already applied: the dedupe guard, inserted in the same transaction."""
+
+    __tablename__ = "processed_requests"
+
+    app_id: Mapped[int] = mapped_column(
+        ForeignKey("apps.id", ondelete="CASCADE"), primary_key=True
+    )
+    request_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    received_at: Mapped[dt.datetime]
+
+
+class CallbackRejection(Base):
+    """Rejected callbacks counted per hour, app slug and reason (never the body)."""
+
+    __tablename__ = "callback_rejections"
+
+    hour: Mapped[dt.datetime] = mapped_column(primary_key=True)
+    slug: Mapped[str] = mapped_column(String(64), primary_key=True)
+    reason: Mapped[str] = mapped_column(String(32), primary_key=True)
+    count: Mapped[int] = mapped_column(Integer, default=0)
+    last_remote: Mapped[str | None] = mapped_column(String(64))
+
+
+class ServiceKey(Base):
+    __tablename__ = "service_keys"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True, comment="sha256 of the key")
+    role: Mapped[str] = mapped_column(String(16))
+    apps: Mapped[list[str]] = mapped_column(JSON, default=list)
+    tenants: Mapped[list[str]] = mapped_column(JSON, default=list)
+    created_at: Mapped[dt.datetime]
+    expires_at: Mapped[dt.datetime | None]
+    revoked_at: Mapped[dt.datetime | None]
+    last_used_at: Mapped[dt.datetime | None]
+
+
+class CachedToken(Base):
+    """The shared (second-level) token cache."""
+
+    __tablename__ = "token_cache"
+
+    cache_key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    app_id: Mapped[int] = mapped_column(ForeignKey("apps.id", ondelete="CASCADE"), index=True)
+    tenant_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    tenant: Mapped[str | None] = mapped_column(String(128))
+    delegation_version: Mapped[int] = mapped_column(Integer, default=0)
+    scope: Mapped[str] = mapped_column(Text, default="")
+    access_token: Mapped[str] = mapped_column(Text, comment=CIPHERTEXT)
+    token_type: Mapped[str] = mapped_column(String(32))
+    expires_at: Mapped[dt.datetime]
+    obtained_at: Mapped[dt.datetime]
+
+
+class UpstreamHealth(Base):
+    __tablename__ = "upstream_health"
+
+    host: Mapped[str] = mapped_column(String(255), primary_key=True)
+    last_success_at: Mapped[dt.datetime | None]
+    last_error_at: Mapped[dt.datetime | None]
+    last_error: Mapped[str | None] = mapped_column(String(64))
+    consecutive_failures: Mapped[int] = mapped_column(Integer, default=0)
+    circuit_open_until: Mapped[dt.datetime | None]
+    latencies_ms: Mapped[list[float]] = mapped_column(JSON, default=list)
+
+
+class KeyCheck(Base):
+    """One value per key id that only that key decrypts: detects a wrong keyring at start-up."""
+
+    __tablename__ = "key_checks"
+
+    key_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    value: Mapped[str] = mapped_column(Text, comment=CIPHERTEXT + " (a constant)")
+    created_at: Mapped[dt.datetime]
+
+
+# (table, column) pairs that hold ciphertext, for re-encryption and status.
+ENCRYPTED_COLUMNS: tuple[tuple[type[Base], str], ...] = (
+    (App, "client_secret"),
+    (App, "client_secret_previous"),
+    (App, "signing_secret"),
+    (App, "signing_secret_previous"),
+    (Delegation, "delegation_user_id"),
+    (DelegationHistory, "old_user"),
+    (DelegationHistory, "new_user"),
+    (DelegationHistory, "actor"),
+    (CachedToken, "access_token"),
+)

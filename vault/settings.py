@@ -1,0 +1,112 @@
+"""Configuration: the one place that reads the environment."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from vault.errors import ConfigError
+
+DEFAULT_DATABASE_URL = "sqlite:///instance/vault.db"
+DEFAULT_INSTANCE = Path("instance")
+
+
+def _int(environ: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    raw = environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, not {raw!r}") from None
+    if not low <= value <= high:
+        raise ConfigError(f"{name} must be between {low} and {high}")
+    return value
+
+
+def _float(environ: Mapping[str, str], name: str, default: float, low: float, high: float) -> float:
+    raw = environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number of seconds, not {raw!r}") from None
+    if not low <= value <= high:
+        raise ConfigError(f"{name} must be between {low} and {high}")
+    return value
+
+
+def _flag(environ: Mapping[str, str], name: str) -> bool:
+    return environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def normalise_database_url(url: str) -> str:
+    """Accept Heroku-style ``postgres://`` and pick the psycopg 3 driver for PostgreSQL."""
+    if url.startswith("postgres://"):
+        url = "postgresql://" + url[len("postgres://") :]
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url[len("postgresql://") :]
+    return url
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    database_url: str = DEFAULT_DATABASE_URL
+    env: str = "development"
+    keys: str | None = None
+    keys_file: str | None = None
+    instance_path: Path = DEFAULT_INSTANCE
+    port: int = 8000
+    webhook_max_age: int = 120
+    webhook_max_skew: int = 60
+    token_refresh_margin: int = 300
+    token_default_ttl: int = 600
+    upstream_max_attempts: int = 3
+    upstream_timeout: float = 5.0
+    allow_http_token_urls: bool = False
+    metrics_public: bool = False
+    log_format: str = "text"
+
+    @property
+    def production(self) -> bool:
+        return self.env == "production"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read and validate every DV_* variable once."""
+        env = os.environ if environ is None else environ
+        mode = env.get("DV_ENV", "development").strip() or "development"
+        if mode not in {"development", "production"}:
+            raise ConfigError("DV_ENV must be 'development' or 'production'")
+        production = mode == "production"
+        allow_http = _flag(env, "DV_ALLOW_HTTP_TOKEN_URLS")
+        if allow_http and production:
+            raise ConfigError("DV_ALLOW_HTTP_TOKEN_URLS is never allowed in production")
+        log_format = env.get("DV_LOG_FORMAT", "json" if production else "text").strip()
+        if log_format not in {"json", "text"}:
+            raise ConfigError("DV_LOG_FORMAT must be 'json' or 'text'")
+        return cls(
+            database_url=normalise_database_url(
+                env.get("DATABASE_URL", "").strip() or DEFAULT_DATABASE_URL
+            ),
+            env=mode,
+            keys=env.get("DV_KEYS") or None,
+            keys_file=env.get("DV_KEYS_FILE") or None,
+            instance_path=Path(env.get("DV_INSTANCE_PATH", "").strip() or DEFAULT_INSTANCE),
+            port=_int(env, "PORT", 8000, 1, 65535),
+            webhook_max_age=_int(env, "DV_WEBHOOK_MAX_AGE", 120, 1, 86400),
+            webhook_max_skew=_int(env, "DV_WEBHOOK_MAX_SKEW", 60, 0, 3600),
+            token_refresh_margin=_int(env, "DV_TOKEN_REFRESH_MARGIN", 300, 0, 86400),
+            token_default_ttl=_int(env, "DV_TOKEN_DEFAULT_TTL", 600, 1, 86400),
+            upstream_max_attempts=_int(env, "DV_UPSTREAM_MAX_ATTEMPTS", 3, 1, 10),
+            upstream_timeout=_float(env, "DV_UPSTREAM_TIMEOUT", 5.0, 0.05, 9.0),
+            allow_http_token_urls=allow_http,
+            metrics_public=_flag(env, "DV_METRICS_PUBLIC"),
+            log_format=log_format,
+        )
+
+    def replace(self, **changes: object) -> Settings:
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
