@@ -103,7 +103,9 @@ class Keyring:
     def key_check(self, kid: str) -> str:
         """A value that only this keyring's key ``kid`` decrypts, stored to detect a wrong key."""
         nonce = os.urandom(NONCE_BYTES)
-        sealed = self._ciphers[kid].encrypt(nonce, KEY_CHECK_PLAINTEXT, self._aad(kid, b"key_check"))
+        sealed = self._ciphers[kid].encrypt(
+            nonce, KEY_CHECK_PLAINTEXT, self._aad(kid, b"key_check")
+        )
         return f"{FORMAT}:{kid}:{base64.urlsafe_b64encode(nonce + sealed).decode().rstrip('=')}"
 
     def verify_key_check(self, stored: str) -> bool:
@@ -155,11 +157,15 @@ def load_keyring(settings: Settings, *, create: bool = False) -> Keyring:
         except OSError as exc:
             raise KeyringError(f"cannot read DV_KEYS_FILE {path}: {exc.strerror}") from None
     if settings.production:
-        raise KeyringError("no keyring: set DV_KEYS or DV_KEYS_FILE (production never generates one)")
+        raise KeyringError(
+            "no keyring: set DV_KEYS or DV_KEYS_FILE (production never generates one)"
+        )
     path = settings.instance_path / "vault.key"
     if not path.exists():
         if not create:
-            raise KeyringError(f"no keyring: {path} does not exist yet (run 'delegation-vault serve')")
+            raise KeyringError(
+                f"no keyring: {path} does not exist yet (run 'delegation-vault serve')"
+            )
         _write_new_key_file(path)
     return parse_keyring(path.read_text().splitlines())
 

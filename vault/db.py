@@ -65,5 +65,9 @@ def writing(session: Session) -> Iterator[Session]:
 
 
 def is_sqlite(session_or_engine: Session | Engine) -> bool:
-    bind = session_or_engine.get_bind() if isinstance(session_or_engine, Session) else session_or_engine
+    bind = (
+        session_or_engine.get_bind()
+        if isinstance(session_or_engine, Session)
+        else session_or_engine
+    )
     return bind.dialect.name == "sqlite"

@@ -36,7 +36,7 @@ class UTCDateTime(types.TypeDecorator[dt.datetime]):
 
 
 class Base(DeclarativeBase):
-    type_annotation_map = {dt.datetime: UTCDateTime}
+    type_annotation_map = {dt.datetime: UTCDateTime}  # noqa: RUF012 (SQLAlchemy reads it as is)
 
 
 class Grant(enum.StrEnum):
@@ -128,9 +128,7 @@ class ProcessedRequest(Base):
 
     __tablename__ = "processed_requests"
 
-    app_id: Mapped[int] = mapped_column(
-        ForeignKey("apps.id", ondelete="CASCADE"), primary_key=True
-    )
+    app_id: Mapped[int] = mapped_column(ForeignKey("apps.id", ondelete="CASCADE"), primary_key=True)
     request_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     received_at: Mapped[dt.datetime]
 

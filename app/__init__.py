@@ -1,0 +1,28 @@
+"""Flask adapters for Delegation Vault: HTTP in, vault calls, HTTP out."""
+
+from __future__ import annotations
+
+from flask import Flask
+
+from app import callbacks, db, errors, internal, logs, operator
+from vault.runtime import Runtime
+from vault.settings import Settings
+
+MAX_BODY = 64 * 1024
+
+
+def create_app(settings: Settings | None = None, runtime: Runtime | None = None) -> Flask:
+    """Build the WSGI app from ``settings`` (default: the environment) or a ready ``runtime``."""
+    if runtime is None:
+        runtime = Runtime.build(settings or Settings.from_env())
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.extensions["vault"] = runtime
+    logs.init_app(app, runtime.settings)
+    db.init_app(app)
+    errors.init_app(app)
+    app.register_blueprint(callbacks.bp, url_prefix="/api/v1/applications")
+    app.register_blueprint(internal.bp, url_prefix="/internal/v1")
+    app.register_blueprint(operator.bp)
+    return app

@@ -1,0 +1,120 @@
+"""Fixtures: a database per test on SQLite and on a real PostgreSQL server, a runtime, the app."""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import Engine
+
+from app import create_app
+from tests.support import postgres
+from tests.support.clock import FrozenClock
+from vault import migrate
+from vault.crypto import Keyring, new_key_entry, parse_keyring
+from vault.db import make_engine
+from vault.runtime import Runtime, ensure_key_check
+from vault.settings import Settings
+
+REQUIRE_POSTGRES = os.environ.get("DV_REQUIRE_POSTGRES") == "1"
+_names = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[postgres.PostgresServer]:
+    if not postgres.available():
+        if REQUIRE_POSTGRES:
+            pytest.fail("PostgreSQL binaries (initdb, pg_ctl, postgres) are required but missing")
+        pytest.skip("PostgreSQL binaries not found")
+    server = postgres.PostgresServer()  # under /tmp: the postgres user cannot enter pytest's dirs
+    server.init()
+    server.start()
+    template = make_engine(
+        server.url_for("postgres").replace("postgresql://", "postgresql+psycopg://")
+    )
+    server.psql_execute("CREATE DATABASE dv_template")
+    engine = make_engine(
+        server.url_for("dv_template").replace("postgresql://", "postgresql+psycopg://")
+    )
+    migrate.upgrade(engine)
+    engine.dispose()
+    template.dispose()
+    yield server
+    server.cleanup()
+
+
+def _pg_database(server: postgres.PostgresServer) -> str:
+    name = f"dv_test_{os.getpid()}_{next(_names)}"
+    server.psql_execute(f"CREATE DATABASE {name} TEMPLATE dv_template")
+    return server.url_for(name).replace("postgresql://", "postgresql+psycopg://")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A migrated, empty database of each engine."""
+    if request.param == "postgresql":
+        return _pg_database(request.getfixturevalue("pg_server"))
+    url = f"sqlite:///{tmp_path / 'vault.db'}"
+    engine = make_engine(url)
+    migrate.upgrade(engine)
+    engine.dispose()
+    return url
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    url = f"sqlite:///{tmp_path / 'vault.db'}"
+    engine = make_engine(url)
+    migrate.upgrade(engine)
+    engine.dispose()
+    return url
+
+
+@pytest.fixture
+def keyring() -> Keyring:
+    return parse_keyring([new_key_entry("test1")])
+
+
+@pytest.fixture
+def clock() -> FrozenClock:
+    return FrozenClock()
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path) -> Settings:
+    return Settings(
+        database_url=database_url,
+        instance_path=tmp_path / "instance",
+        allow_http_token_urls=True,
+        log_format="json",
+    )
+
+
+@pytest.fixture
+def runtime(settings: Settings, keyring: Keyring, clock: FrozenClock) -> Iterator[Runtime]:
+    rt = Runtime.build(settings, keyring=keyring, clock=clock)
+    ensure_key_check(rt)
+    yield rt
+    rt.engine.dispose()
+
+
+@pytest.fixture
+def engine(runtime: Runtime) -> Engine:
+    return runtime.engine
+
+
+@pytest.fixture
+def app(runtime: Runtime) -> Flask:
+    flask_app = create_app(runtime=runtime)
+    flask_app.testing = True
+    return flask_app
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()

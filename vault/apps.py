@@ -1,0 +1,174 @@
+"""Registered apps: their client and signing secrets, sealed in the apps table."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import re
+from urllib.parse import urlsplit
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from vault.crypto import Keyring
+from vault.errors import OperationalError, UnknownApp
+from vault.models import App, Grant
+from vault.scopes import normalise_scope
+from vault.sealing import row_aad
+
+SEISMIC_TOKEN_URL = "https://auth.seismic.com/tenants/{tenant}/connect/token"  # noqa: S105 (a URL, not a password)
+AUTH_METHODS = ("client_secret_post", "client_secret_basic")
+SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
+
+
+@dataclasses.dataclass(frozen=True)
+class AppSpec:
+    slug: str
+    client_id: str
+    vendor_app_id: str | None = None
+    token_url: str = SEISMIC_TOKEN_URL
+    grant: str = Grant.DELEGATION
+    auth_method: str = "client_secret_post"
+    scope: str = ""
+    allowed_scopes: str = ""
+
+
+def validate_token_url(url: str, *, allow_http: bool) -> None:
+    """HTTPS only; plain HTTP only to loopback and only when the settings allow it."""
+    parts = urlsplit(url)
+    if parts.scheme == "https" and parts.hostname:
+        return
+    if parts.scheme == "http" and allow_http and parts.hostname in LOOPBACK_HOSTS:
+        return
+    raise OperationalError(f"token URL must be https:// (got {parts.scheme or 'no'} scheme)")
+
+
+def validate_spec(spec: AppSpec, *, allow_http: bool) -> None:
+    if not SLUG.match(spec.slug):
+        raise OperationalError("slug: lower-case letters, digits and '-', at most 63 characters")
+    if spec.grant not in {g.value for g in Grant}:
+        raise OperationalError("grant must be 'delegation' or 'client_credentials'")
+    if spec.auth_method not in AUTH_METHODS:
+        raise OperationalError("auth method must be client_secret_post or client_secret_basic")
+    if spec.grant == Grant.DELEGATION and not spec.vendor_app_id:
+        raise OperationalError("a delegation app needs --vendor-app-id")
+    if not spec.client_id:
+        raise OperationalError("--client-id is required")
+    validate_token_url(spec.token_url, allow_http=allow_http)
+    allowed = set(normalise_scope(spec.allowed_scopes).split())
+    if allowed and not set(normalise_scope(spec.scope).split()) <= allowed:
+        raise OperationalError("the default scope must lie within the allowed scopes")
+
+
+def add_app(
+    session: Session,
+    keyring: Keyring,
+    spec: AppSpec,
+    client_secret: str,
+    signing_secret: str | None,
+    now: dt.datetime,
+    *,
+    allow_http: bool = False,
+) -> App:
+    """Register an app; the caller's transaction commits it."""
+    validate_spec(spec, allow_http=allow_http)
+    if not client_secret:
+        raise OperationalError("the client secret is empty")
+    if spec.grant == Grant.DELEGATION and not signing_secret:
+        raise OperationalError("a delegation app needs a signing secret")
+    if session.scalar(select(App.id).where(App.slug == spec.slug)) is not None:
+        raise OperationalError(f"an app named {spec.slug!r} already exists")
+    app = App(
+        slug=spec.slug,
+        vendor_app_id=spec.vendor_app_id,
+        client_id=spec.client_id,
+        token_url=spec.token_url,
+        grant=spec.grant,
+        auth_method=spec.auth_method,
+        default_scope=normalise_scope(spec.scope),
+        allowed_scopes=normalise_scope(spec.allowed_scopes),
+        client_secret="",
+        client_secret_set_at=now,
+        signing_secret_set_at=now if signing_secret else None,
+        created_at=now,
+    )
+    session.add(app)
+    session.flush()  # the row id is part of what the secrets are bound to
+    app.client_secret = keyring.encrypt(client_secret, row_aad(app, "client_secret"))
+    if signing_secret:
+        app.signing_secret = keyring.encrypt(signing_secret, row_aad(app, "signing_secret"))
+    return app
+
+
+def get_app(session: Session, slug: str) -> App:
+    app = session.scalar(select(App).where(App.slug == slug))
+    if app is None:
+        raise UnknownApp()
+    return app
+
+
+def list_apps(session: Session) -> list[App]:
+    return list(session.scalars(select(App).order_by(App.slug)))
+
+
+def remove_app(session: Session, slug: str) -> None:
+    """Delete an app and, by cascade, its delegations, history and cached tokens."""
+    session.delete(get_app(session, slug))
+
+
+def signing_secrets(
+    keyring: Keyring, app: App, now: dt.datetime
+) -> tuple[bytes | None, bytes | None]:
+    """(current, previous-while-still-valid) signing secrets as bytes."""
+    current = app.signing_secret and keyring.decrypt(
+        app.signing_secret, row_aad(app, "signing_secret")
+    )
+    previous = None
+    expires = app.signing_previous_expires_at
+    if app.signing_secret_previous and expires is not None and expires > now:
+        previous = keyring.decrypt(
+            app.signing_secret_previous, row_aad(app, "signing_secret_previous")
+        )
+    return current or None, previous
+
+
+def client_secrets(keyring: Keyring, app: App) -> tuple[str, str | None]:
+    """(current, previous) client secrets."""
+    current = keyring.decrypt_text(app.client_secret, row_aad(app, "client_secret"))
+    previous = None
+    if app.client_secret_previous:
+        previous = keyring.decrypt_text(
+            app.client_secret_previous, row_aad(app, "client_secret_previous")
+        )
+    return current, previous
+
+
+def rotate_signing_secret(
+    keyring: Keyring, app: App, new_secret: str, keep_previous: dt.timedelta, now: dt.datetime
+) -> None:
+    """The new secret signs from now on; the current one keeps verifying for ``keep_previous``."""
+    if not new_secret:
+        raise OperationalError("the new signing secret is empty")
+    if app.signing_secret and keep_previous > dt.timedelta(0):
+        old = keyring.decrypt(app.signing_secret, row_aad(app, "signing_secret"))
+        app.signing_secret_previous = keyring.encrypt(old, row_aad(app, "signing_secret_previous"))
+        app.signing_previous_expires_at = now + keep_previous
+    else:
+        app.signing_secret_previous = None
+        app.signing_previous_expires_at = None
+    app.signing_secret = keyring.encrypt(new_secret, row_aad(app, "signing_secret"))
+    app.signing_secret_set_at = now
+
+
+def set_client_secret(
+    keyring: Keyring, app: App, new_secret: str | None, now: dt.datetime, *, drop_previous: bool
+) -> None:
+    """Install a new client secret (keeping the old one for activation) or drop the previous one."""
+    if new_secret:
+        old = keyring.decrypt(app.client_secret, row_aad(app, "client_secret"))
+        app.client_secret_previous = keyring.encrypt(old, row_aad(app, "client_secret_previous"))
+        app.client_secret = keyring.encrypt(new_secret, row_aad(app, "client_secret"))
+        app.client_secret_set_at = now
+    if drop_previous:
+        app.client_secret_previous = None
