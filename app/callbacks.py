@@ -8,7 +8,7 @@ from flask import Blueprint, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from app.db import runtime, session
-from vault import delegations, rejections
+from vault import delegations, metrics, rejections
 from vault.errors import PayloadTooLarge, VaultError
 from vault.payloads import Kind
 
@@ -39,7 +39,9 @@ def _receive(slug: str, kind: Kind) -> tuple[dict[str, str], int]:
             extra={"reason": exc.reason, "slug": slug[:64], "remote": request.remote_addr},
         )
         rejections.record(rt, slug, exc.reason, request.remote_addr)
+        metrics.CALLBACKS.labels(kind.value, exc.reason).inc()
         raise
+    metrics.CALLBACKS.labels(kind.value, outcome.value).inc()
     log.info("callback %s", outcome.value, extra={"slug": slug, "outcome": outcome.value})
     return {"status": outcome.value}, 202
 

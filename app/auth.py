@@ -1,0 +1,66 @@
+"""Service-key and operator-key checks for the internal API and the operator pages."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+
+from flask import request
+
+from app.db import runtime, session
+from app.logs import note
+from vault import keys
+from vault.errors import InvalidRequest, OperatorUnauthorized, Unauthorized
+from vault.keys import Caller
+from vault.models import Role
+
+QUERY_KEY_NAMES = ("key", "api_key", "access_token", "token")
+
+
+def _bearer() -> str | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, value = header.partition(" ")
+    return value.strip() if scheme.lower() == "bearer" and value.strip() else None
+
+
+def _basic_password() -> str | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        _user, _, password = base64.b64decode(value.strip(), validate=True).decode().partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    return password or None
+
+
+def _refuse_query_keys() -> None:
+    # A key in a URL ends up in proxy logs and browser history: refuse it outright.
+    if any(name in request.args for name in QUERY_KEY_NAMES):
+        raise InvalidRequest(
+            "key_in_query", "Send keys in the Authorization header, never the URL."
+        )
+
+
+def service_caller() -> Caller:
+    """The service key's caller, or the one indistinguishable 401."""
+    _refuse_query_keys()
+    rt = runtime()
+    caller = keys.authenticate(session(), _bearer(), rt.clock(), Role.SERVICE)
+    note(caller=caller.name)
+    return caller
+
+
+def operator_caller() -> Caller:
+    """An operator key from HTTP Basic (any user name, key as password) or Bearer."""
+    _refuse_query_keys()
+    rt = runtime()
+    try:
+        caller = keys.authenticate(
+            session(), _bearer() or _basic_password(), rt.clock(), Role.OPERATOR
+        )
+    except Unauthorized as exc:
+        raise OperatorUnauthorized(exc.reason) from None
+    note(caller=caller.name)
+    return caller
