@@ -116,8 +116,9 @@ def _apply(
 def transition(cb: Callback, state: str | None, user: str | None) -> tuple[str, str | None]:
     """The (state, delegated user) after ``cb``, given the stored ones."""
     if cb.event is Event.DELEGATION:
-        # A newer delegation re-establishes a revoked one; only `enable` lifts a suspension.
-        return (State.DISABLED if state == State.DISABLED else State.ACTIVE), cb.delegation_user_id
+        # The newest event decides the state, so the end state does not depend on arrival order:
+        # Seismic sends this only when an admin picks a user, which needs the app enabled.
+        return State.ACTIVE, cb.delegation_user_id
     if cb.event is Event.DISABLE:
         return (State.REVOKED if state == State.REVOKED else State.DISABLED), user
     if cb.event is Event.ENABLE:
