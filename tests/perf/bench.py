@@ -1,0 +1,283 @@
+"""Benchmark the service under gunicorn against a bare Flask floor, with wrk as the load.
+
+    python -m tests.perf.bench [--duration 10] [--connections 32] [--only callbacks-sqlite,...]
+
+Every configuration starts its own gunicorn (2 gthread workers, same settings for the floor and the
+service), is driven by Debian's ``wrk`` and prints one JSON line: requests per second, p50 and p99
+latency, and the ratios to the floor measured in the same run. Nothing here asserts a time; the
+figures go into the README by hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import func, select
+
+from tests import builders
+from tests.support import postgres
+from vault import migrate
+from vault.clock import iso
+from vault.crypto import new_key_entry, parse_keyring
+from vault.models import ProcessedRequest
+from vault.runtime import Runtime, ensure_key_check
+from vault.settings import Settings
+from vault.signatures import sign
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+WORKERS = 2
+THREADS = 8
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Server:
+    url: str
+    process: subprocess.Popen[bytes]
+
+    def worker_rss_mb(self) -> list[float]:
+        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
+        sizes = []
+        for pid in children.read_text().split():
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    sizes.append(round(int(line.split()[1]) / 1024, 1))
+        return sizes
+
+
+@contextlib.contextmanager
+def gunicorn(target: str, env: dict[str, str]) -> Iterator[Server]:
+    """Run ``target`` under gunicorn with the settings every configuration shares."""
+    port = free_port()
+    command = [
+        sys.executable, "-m", "gunicorn", target,
+        "--bind", f"127.0.0.1:{port}", "--workers", str(WORKERS),
+        "--worker-class", "gthread", "--threads", str(THREADS),
+        "--log-level", "warning", "--chdir", str(ROOT),
+    ]  # fmt: skip
+    process = subprocess.Popen(
+        command, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        wait_ready(f"http://127.0.0.1:{port}", process)
+        yield Server(f"http://127.0.0.1:{port}", process)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def wait_ready(url: str, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"gunicorn exited with {process.returncode}")
+        with contextlib.suppress(OSError):
+            # The floor has no /healthz; any HTTP answer means the workers are up.
+            with contextlib.suppress(urllib.error.HTTPError):
+                urllib.request.urlopen(f"{url}/healthz", timeout=1)  # noqa: S310
+            return
+        time.sleep(0.1)
+    raise RuntimeError("gunicorn did not answer within 30 s")
+
+
+def wrk(url: str, lines: Path, mode: str, duration: int, connections: int) -> dict[str, float]:
+    """Drive ``url`` with the prepared requests in ``lines``; return wrk's summary."""
+    threads = 2
+    command = [
+        "wrk", "-t", str(threads), "-c", str(connections), "-d", f"{duration}s",
+        "-s", str(HERE / "replay.lua"), url, "--", str(lines), mode, str(threads),
+    ]  # fmt: skip
+    out = subprocess.run(command, check=True, capture_output=True, text=True)
+    summary = json.loads(out.stdout.strip().splitlines()[-1])
+    seconds = summary["duration_us"] / 1e6
+    return {
+        "rps": round(summary["requests"] / seconds, 1),
+        "p50_ms": round(summary["p50_us"] / 1000, 2),
+        "p99_ms": round(summary["p99_us"] / 1000, 2),
+        "requests": summary["requests"],
+        "non_2xx": summary["non_2xx"],
+        "socket_errors": summary["socket_errors"],
+    }
+
+
+@dataclass
+class Database:
+    url: str
+    engine_name: str
+
+
+@contextlib.contextmanager
+def databases(which: set[str], workdir: Path) -> Iterator[dict[str, Callable[[], Database]]]:
+    """Factories for fresh, migrated databases of each engine wanted."""
+    factories: dict[str, Callable[[], Database]] = {}
+    counter = iter(range(1_000_000))
+
+    def sqlite() -> Database:
+        url = f"sqlite:///{workdir / f'bench-{next(counter)}.db'}"
+        _upgrade(url)
+        return Database(url, "sqlite")
+
+    factories["sqlite"] = sqlite
+    with contextlib.ExitStack() as stack:
+        if "postgresql" in which:
+            server = stack.enter_context(postgres.running())
+
+            def pg() -> Database:
+                name = f"bench_{next(counter)}"
+                server.psql_execute(f"CREATE DATABASE {name}")
+                url = server.url_for(name).replace("postgresql://", "postgresql+psycopg://")
+                _upgrade(url)
+                return Database(url, "postgresql")
+
+            factories["postgresql"] = pg
+        yield factories
+
+
+def _upgrade(url: str) -> None:
+    from vault.db import make_engine
+
+    engine = make_engine(url)
+    migrate.upgrade(engine)
+    engine.dispose()
+
+
+def service_env(db: Database, keys: str, workdir: Path) -> dict[str, str]:
+    return {
+        "DATABASE_URL": db.url,
+        "DV_KEYS": keys,
+        "DV_ENV": "development",
+        "DV_INSTANCE_PATH": str(workdir / "instance"),
+        "DV_LOG_FORMAT": "json",
+        "DV_ALLOW_HTTP_TOKEN_URLS": "1",
+        "PROMETHEUS_MULTIPROC_DIR": str(_fresh_dir(workdir / "metrics")),
+    }
+
+
+def _fresh_dir(path: Path) -> Path:
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    return path
+
+
+def runtime_for(db: Database, keys: str, workdir: Path) -> Runtime:
+    settings = Settings(
+        database_url=db.url, instance_path=workdir / "instance", allow_http_token_urls=True
+    )
+    rt = Runtime.build(settings, keyring=parse_keyring(keys.split(",")))
+    ensure_key_check(rt)
+    return rt
+
+
+def callback_lines(path: Path, count: int, tenants: int) -> Path:
+    """Signed delegation callbacks, each applied (a new user per tenant, timestamps rising)."""
+    start = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    with path.open("w") as out:
+        for i in range(count):
+            tenant = i % tenants
+            body = builders.delegation_body(
+                start,
+                tenant=f"tenant{tenant}",
+                tenantId=str(uuid.UUID(int=tenant + 1)),
+                delegationUserId=str(uuid.uuid4()),
+                timestamp=iso(start + dt.timedelta(microseconds=i)),
+            )
+            raw = json.dumps(body, separators=(",", ":"))
+            signature = sign(builders.SIGNING_SECRET, raw.encode())
+            out.write(f"/api/v1/applications/zendesk/config {signature} {raw}\n")
+    return path
+
+
+def bench_callbacks(db: Database, args: argparse.Namespace, workdir: Path) -> dict[str, object]:
+    keys = new_key_entry("bench1")
+    rt = runtime_for(db, keys, workdir)
+    builders.register_app(rt)
+    # More requests than the run can send, so every one is new and must be committed.
+    lines = callback_lines(workdir / "callbacks.txt", args.callbacks, tenants=1000)
+    with gunicorn("app.wsgi:app", service_env(db, keys, workdir)) as server:
+        result = wrk(server.url, lines, "callback", args.duration, args.connections)
+        rss = server.worker_rss_mb()
+    with rt.session() as session:
+        stored = session.scalar(select(func.count()).select_from(ProcessedRequest))
+    rt.engine.dispose()
+    return {**result, "committed": stored, "worker_rss_mb": rss}
+
+
+def bench_floor(args: argparse.Namespace, workdir: Path) -> dict[str, object]:
+    lines = callback_lines(workdir / "floor.txt", 1000, tenants=1000)
+    with gunicorn("tests.perf.floor:app", {}) as server:
+        result = wrk(server.url, lines, "callback", args.duration, args.connections)
+        return {**result, "worker_rss_mb": server.worker_rss_mb()}
+
+
+def ratios(result: dict[str, object], floor: dict[str, object]) -> dict[str, float]:
+    def num(d: dict[str, object], k: str) -> float:
+        value = d[k]
+        assert isinstance(value, int | float)
+        return float(value)
+
+    return {
+        "rps_vs_floor": round(num(result, "rps") / num(floor, "rps"), 3),
+        "p99_vs_floor": round(num(result, "p99_ms") / num(floor, "p99_ms"), 3),
+    }
+
+
+def emit(name: str, result: dict[str, object], floor: dict[str, object] | None) -> None:
+    line = {"config": name, **result, **(ratios(result, floor) if floor else {})}
+    print(json.dumps(line), flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=int, default=10, help="seconds per configuration")
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--callbacks", type=int, default=60_000, help="prepared callbacks")
+    parser.add_argument("--only", default="", help="comma-separated configuration names")
+    args = parser.parse_args(argv)
+    if shutil.which("wrk") is None:
+        print("wrk is not installed (apt-get install wrk)", file=sys.stderr)
+        return 1
+    wanted = set(filter(None, args.only.split(","))) or {
+        "callbacks-sqlite", "callbacks-postgresql",
+    }  # fmt: skip
+    engines = {name.rsplit("-", 1)[1] for name in wanted if "-" in name}
+    with (
+        tempfile.TemporaryDirectory(prefix="dv-bench-") as tmp,
+        databases(engines, Path(tmp)) as dbs,
+    ):
+        workdir = Path(tmp)
+        floor = bench_floor(args, workdir)
+        emit("floor", floor, None)
+        for engine in ("sqlite", "postgresql"):
+            if f"callbacks-{engine}" in wanted:
+                emit(f"callbacks-{engine}", bench_callbacks(dbs[engine](), args, workdir), floor)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
