@@ -1,0 +1,95 @@
+"""PostgreSQL stopped mid-run: callbacks get 503 with Retry-After, and service resumes by itself.
+
+A server of its own (not the shared one), since this test stops it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from flask.testing import FlaskClient
+from sqlalchemy import func, select
+
+from app import create_app
+from tests.builders import USER, delegation_body, register_app, signed
+from tests.conftest import REQUIRE_POSTGRES
+from tests.support import postgres
+from tests.support.clock import FrozenClock
+from vault import migrate
+from vault.crypto import Keyring
+from vault.db import make_engine
+from vault.models import ProcessedRequest
+from vault.runtime import Runtime, ensure_key_check
+from vault.settings import Settings
+
+pytestmark = pytest.mark.postgres
+CONFIG = "/api/v1/applications/zendesk/config"
+
+
+@pytest.fixture
+def server() -> Iterator[postgres.PostgresServer]:
+    if not postgres.available():
+        if REQUIRE_POSTGRES:
+            pytest.fail("PostgreSQL binaries (initdb, pg_ctl, postgres) are required but missing")
+        pytest.skip("PostgreSQL binaries not found")
+    with postgres.running() as running:
+        yield running
+
+
+@pytest.fixture
+def outage_runtime(
+    server: postgres.PostgresServer, keyring: Keyring, clock: FrozenClock, tmp_path: Path
+) -> Iterator[Runtime]:
+    url = server.url_for("postgres").replace("postgresql://", "postgresql+psycopg://")
+    engine = make_engine(url)
+    migrate.upgrade(engine)
+    settings = Settings(database_url=url, instance_path=tmp_path / "instance")
+    runtime = Runtime.build(settings, keyring=keyring, engine=engine, clock=clock)
+    ensure_key_check(runtime)
+    register_app(runtime)
+    yield runtime
+    engine.dispose()
+
+
+@pytest.fixture
+def outage_client(outage_runtime: Runtime) -> FlaskClient:
+    return create_app(runtime=outage_runtime).test_client()
+
+
+def deliver(client: FlaskClient, clock: FrozenClock, request_id: str, user: str = USER):  # type: ignore[no-untyped-def]
+    raw, headers = signed(delegation_body(clock(), requestId=request_id, delegationUserId=user))
+    return client.post(CONFIG, data=raw, headers=headers)
+
+
+def processed(runtime: Runtime) -> set[str]:
+    with runtime.session() as session:
+        return set(session.scalars(select(ProcessedRequest.request_id)))
+
+
+def test_callbacks_get_503_while_postgresql_is_down_and_recover_when_it_returns(
+    server: postgres.PostgresServer,
+    outage_runtime: Runtime,
+    outage_client: FlaskClient,
+    clock: FrozenClock,
+) -> None:
+    before = "00000000-0000-4000-8000-000000000001"
+    during = "00000000-0000-4000-8000-000000000002"
+    after = "00000000-0000-4000-8000-000000000003"
+    assert deliver(outage_client, clock, before).status_code == 202
+
+    server.stop("immediate")
+    response = deliver(outage_client, clock, during)
+    assert (response.status_code, response.json["error"]) == (503, "unavailable")
+    assert int(response.headers["Retry-After"]) >= 1
+    assert outage_client.get("/healthz").status_code == 200  # alive, just not ready
+
+    server.start()
+    clock.advance(1)
+    response = deliver(outage_client, clock, after, user=USER.replace("b48d", "c59e"))
+    assert (response.status_code, response.json["status"]) == (202, "applied")
+    # The refused delivery left nothing behind; Seismic's retry of it is applied normally.
+    assert processed(outage_runtime) == {before, after}
+    with outage_runtime.session() as session:
+        assert session.scalar(select(func.count()).select_from(ProcessedRequest)) == 2
