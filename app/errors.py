@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import traceback
 
 from flask import Flask, Response, jsonify
 from sqlalchemy.exc import DBAPIError, OperationalError, TimeoutError
@@ -47,9 +48,22 @@ def _http_error(exc: HTTPException) -> Response:
     return response
 
 
+def _unexpected(exc: Exception) -> Response:
+    # A bug, not an input: answer JSON, and log where it happened but never the exception's
+    # text or locals, which could hold a secret or a delegated user id.
+    frames = traceback.extract_tb(exc.__traceback__)[-4:]
+    where = " < ".join(f"{f.filename}:{f.lineno} {f.name}" for f in reversed(frames))
+    log.error("unexpected %s at %s", type(exc).__name__, where)
+    response = jsonify({"error": "internal_error"})
+    response.status_code = 500
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
 def init_app(app: Flask) -> None:
     app.register_error_handler(VaultError, _vault_error)
     app.register_error_handler(OperationalError, _database_error)
     app.register_error_handler(TimeoutError, _database_error)
     app.register_error_handler(DBAPIError, _database_error)
     app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(Exception, _unexpected)

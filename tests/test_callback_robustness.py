@@ -150,3 +150,18 @@ def test_a_failure_after_the_dedupe_insert_rolls_everything_back(
     ]
     with zendesk.session() as session:
         assert delegations.apply(session, zendesk.keyring, app_id, callback, clock()) == "applied"
+
+
+def test_an_unexpected_error_answers_json_without_its_text(
+    app: Flask, caplog: pytest.LogCaptureFixture
+) -> None:
+    secret = f"secret-{random.random()}"
+
+    @app.get("/boom")
+    def boom() -> None:
+        raise ValueError(secret)
+
+    response = app.test_client().get("/boom")
+    assert (response.status_code, response.json) == (500, {"error": "internal_error"})
+    assert secret not in caplog.text and secret not in response.get_data(as_text=True)
+    assert "unexpected ValueError" in caplog.text
