@@ -13,7 +13,7 @@ from sqlalchemy import Engine, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from vault.db import IMMEDIATE
+from vault.db import IMMEDIATE, write_lock
 from vault.errors import Forbidden, OperationalError, Unauthorized
 from vault.models import Role, ServiceKey
 
@@ -106,7 +106,7 @@ def _touch(session: Session, key_id: int, now: dt.datetime) -> None:
     try:
         bind = session.get_bind()
         engine = bind if isinstance(bind, Engine) else bind.engine
-        with engine.connect() as conn:
+        with write_lock(engine), engine.connect() as conn:
             conn = conn.execution_options(**{IMMEDIATE: True})
             with conn.begin():
                 stmt = update(ServiceKey).where(ServiceKey.id == key_id).values(last_used_at=now)
