@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
-from flask import Flask
+from typing import TYPE_CHECKING
 
-from app import callbacks, db, errors, internal, logs, operator
-from vault.runtime import Runtime
-from vault.settings import Settings
+if TYPE_CHECKING:
+    from flask import Flask
+
+    from vault.runtime import Runtime
+    from vault.settings import Settings
 
 MAX_BODY = 64 * 1024
 
 
 def create_app(settings: Settings | None = None, runtime: Runtime | None = None) -> Flask:
     """Build the WSGI app from ``settings`` (default: the environment) or a ready ``runtime``."""
+    # Imported here, not at the top: the CLI lives in this package, and `serve` must set up
+    # Prometheus' multi-process directory before anything imports the metrics.
+    from flask import Flask
+
+    from app import callbacks, db, errors, internal, logs, operator
+    from vault.runtime import Runtime
+    from vault.settings import Settings
+
     if runtime is None:
         runtime = Runtime.build(settings or Settings.from_env())
     app = Flask(__name__)

@@ -74,6 +74,8 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     lock_path = None
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        # Created owner-only: the file holds ciphertext, but names, hashes and states too.
+        os.close(os.open(parsed.database, os.O_RDWR | os.O_CREAT, 0o600))
         lock_path = Path(f"{parsed.database}-writer.lock")
     kwargs.setdefault("connect_args", {"timeout": 10, "check_same_thread": False})
     engine = create_engine(url, **kwargs)

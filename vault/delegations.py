@@ -240,7 +240,7 @@ def list_views(session: Session, keyring: Keyring, slug: str | None = None) -> l
     if slug:
         query = query.where(App.slug == slug)
     rows = session.execute(query.order_by(App.slug, Delegation.tenant))
-    return [view(keyring, app, row) for app, row in rows.tuples()]
+    return [view(keyring, app, row) for app, row in rows]
 
 
 @dataclasses.dataclass(frozen=True)

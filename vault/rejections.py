@@ -56,4 +56,4 @@ def summary(session: Session, since: dt.datetime) -> list[tuple[str, str, int]]:
         .group_by(CallbackRejection.slug, CallbackRejection.reason)
         .order_by(total.desc())
     )
-    return [(slug, reason, int(count)) for slug, reason, count in rows.tuples()]
+    return [(slug, reason, int(count)) for slug, reason, count in rows]

@@ -1,0 +1,65 @@
+"""gunicorn, run from ``delegation-vault serve``: gthread workers, metrics gathered across them."""
+
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import tempfile
+from typing import Any
+
+from gunicorn.app.base import BaseApplication
+
+from vault.settings import Settings
+
+
+def _metrics_dir() -> None:
+    """Give every worker one directory for Prometheus samples, unless the operator chose one."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return
+    path = tempfile.mkdtemp(prefix="dv-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+
+
+def _child_exit(_server: Any, worker: Any) -> None:
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+class Server(BaseApplication):  # type: ignore[misc]
+    def __init__(self, settings: Settings, options: dict[str, Any]) -> None:
+        self.settings = settings
+        self.options = options
+        super().__init__()
+
+    def load_config(self) -> None:
+        for name, value in self.options.items():
+            self.cfg.set(name, value)
+
+    def load(self) -> Any:
+        # Each worker builds its own app after the fork: no database connection is shared.
+        from app import create_app
+
+        return create_app(self.settings)
+
+
+def run(settings: Settings, *, bind: str, workers: int, threads: int) -> None:
+    _metrics_dir()
+    options = {
+        "bind": bind,
+        "workers": workers,
+        "worker_class": "gthread",
+        "threads": threads,
+        "timeout": 30,
+        "graceful_timeout": 20,
+        "keepalive": 5,
+        "accesslog": None,  # the app logs one line per request itself, without query strings
+        "errorlog": "-",
+        "loglevel": "warning",
+        "child_exit": _child_exit,
+        "proc_name": "delegation-vault",
+        "forwarded_allow_ips": os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1"),
+    }
+    Server(settings, options).run()
