@@ -81,6 +81,7 @@ def _batch(
     session: Session, keyring: Keyring, model: type[Base], name: str, size: int, progress: Progress
 ) -> int:
     column = getattr(model, name)
+    session.rollback()  # end any read transaction: each batch is a write transaction of its own
     with writing(session):
         rows = session.scalars(
             select(model)

@@ -1,0 +1,92 @@
+"""Run ``delegation-vault serve`` as a real process (gunicorn, gthread workers) for end-to-end tests."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def command() -> list[str]:
+    """The installed console script, beside this interpreter first (a venv need not be on PATH)."""
+    beside = Path(sys.executable).parent / "delegation-vault"
+    found = str(beside) if beside.exists() else shutil.which("delegation-vault")
+    if found is None:
+        raise RuntimeError("the delegation-vault command is not installed (pip install -e .)")
+    return [found]
+
+
+@dataclass
+class Service:
+    url: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def workers(self) -> list[int]:
+        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
+        return [int(pid) for pid in children.read_text().split()]
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+def wait_ready(url: str, process: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the service exited with {process.returncode}")
+        with contextlib.suppress(OSError, urllib.error.URLError):
+            urllib.request.urlopen(f"{url}/healthz", timeout=1)  # noqa: S310 (loopback)
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"the service did not answer within {timeout} s")
+
+
+def stop(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
+    if process.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, sig)
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+@contextlib.contextmanager
+def running(
+    env: dict[str, str], workdir: Path, *, workers: int = 2, port: int | None = None
+) -> Iterator[Service]:
+    """Start the service in its own process group; stop the whole group on exit."""
+    port = port or free_port()
+    log = workdir / f"service-{port}.log"
+    with log.open("ab") as out:
+        process = subprocess.Popen(
+            [*command(), "serve", "--bind", f"127.0.0.1:{port}", "--workers", str(workers)],
+            env={**os.environ, **env},
+            cwd=workdir,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        wait_ready(f"http://127.0.0.1:{port}", process)
+        yield Service(f"http://127.0.0.1:{port}", process, log)
+    finally:
+        stop(process)
