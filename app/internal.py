@@ -2,6 +2,92 @@
 
 from __future__ import annotations
 
-from flask import Blueprint
+import math
+from typing import Any
+
+from flask import Blueprint, request
+
+from app.auth import service_caller
+from app.db import runtime, session
+from app.logs import note
+from vault import apps, delegations, tokens
+from vault.clock import iso
+from vault.errors import InvalidRequest, NoDelegation
 
 bp = Blueprint("internal", __name__)
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+# field: (types, maximum length or value)
+FIELDS: dict[str, tuple[type | tuple[type, ...], int]] = {
+    "app": (str, 64),
+    "tenant": (str, 128),
+    "scope": (str, 1024),
+    "min_ttl": (int, 3600),
+    "stale_token": (str, 16384),
+}
+
+
+@bp.post("/token")
+def token() -> tuple[dict[str, Any], int, dict[str, str]]:
+    caller = service_caller()
+    query = tokens.TokenQuery(**_token_fields())
+    note(app=query.app)
+    issued = tokens.for_runtime(runtime()).issue(session(), caller, query)
+    now = runtime().clock()
+    body = {
+        "access_token": issued.token.access_token,
+        "token_type": issued.token.token_type,
+        "expires_in": max(0, math.floor((issued.token.expires_at - now).total_seconds())),
+        "expires_at": iso(issued.token.expires_at),
+        "scope": issued.token.scope,
+        "app": issued.app,
+        "tenant": issued.tenant,
+        "tenant_id": issued.tenant_id,
+        "source": issued.source,
+    }
+    note(source=issued.source)
+    return body, 200, NO_STORE
+
+
+@bp.get("/delegations/<slug>/<tenant>")
+def delegation(slug: str, tenant: str) -> tuple[dict[str, Any], int, dict[str, str]]:
+    caller = service_caller()
+    caller.require_app(slug)
+    db = session()
+    app = apps.get_app(db, slug)
+    row = delegations.find(db, app, tenant)
+    caller.require_tenant(tenant, *((row.tenant, row.tenant_id) if row else ()))
+    if row is None:
+        raise NoDelegation()
+    view = delegations.view(runtime().keyring, app, row)
+    body = {
+        "app": view.app,
+        "tenant": view.tenant,
+        "tenant_id": view.tenant_id,
+        "state": view.state,
+        "delegation_user_id": view.delegation_user_id,
+        "updated_at": iso(view.updated_at),
+    }
+    return body, 200, NO_STORE
+
+
+def _token_fields() -> dict[str, Any]:
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise InvalidRequest("invalid_json", "The body must be a JSON object.")
+    bad = [name for name, value in body.items() if name in FIELDS and not _valid(name, value)]
+    if "app" not in body:
+        bad.insert(0, "app")
+    if bad:
+        raise InvalidRequest("invalid_fields", "Invalid or missing fields: " + ", ".join(bad))
+    return {name: body[name] for name in FIELDS if body.get(name) is not None}
+
+
+def _valid(name: str, value: object) -> bool:
+    kind, limit = FIELDS[name]
+    if value is None:
+        return name != "app"
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= limit
+    if not isinstance(value, str) or len(value) > limit or value.strip() != value:
+        return False
+    return bool(value) or name in {"scope", "stale_token"}

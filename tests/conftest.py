@@ -21,6 +21,7 @@ from vault.db import make_engine
 from vault.runtime import Runtime, ensure_key_check
 from vault.settings import Settings
 
+pytest_plugins = ["tests.token_fixtures"]
 REQUIRE_POSTGRES = os.environ.get("DV_REQUIRE_POSTGRES") == "1"
 _names = itertools.count()
 
@@ -100,7 +101,7 @@ def runtime(settings: Settings, keyring: Keyring, clock: FrozenClock) -> Iterato
     rt = Runtime.build(settings, keyring=keyring, clock=clock)
     ensure_key_check(rt)
     yield rt
-    rt.engine.dispose()
+    rt.close()
 
 
 @pytest.fixture

@@ -47,6 +47,15 @@ class Runtime:
     def session(self) -> Session:
         return self.sessions()
 
+    def close(self) -> None:
+        """Close process-local services (HTTP clients) and the engine's connections."""
+        for service in self.services.values():
+            close = getattr(service, "close", None)
+            if callable(close):
+                close()
+        self.services.clear()
+        self.engine.dispose()
+
     @property
     def window(self) -> Window:
         return Window(

@@ -1,0 +1,243 @@
+"""Token behaviour: cache levels, refresh margin, eviction, retries, the circuit, secrets at rest."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from flask.testing import FlaskClient
+from sqlalchemy import func, select
+
+from tests.builders import TENANT, USER, delegation_body, lifecycle_body
+from tests.support.clock import FrozenClock
+from tests.support.oauth_server import Reply, TokenServer
+from tests.token_fixtures import LIFECYCLE, ask, deliver
+from vault import apps, circuit
+from vault.db import writing
+from vault.models import CachedToken, UpstreamHealth
+from vault.runtime import Runtime
+from vault.tokens import for_runtime
+
+pytestmark = pytest.mark.usefixtures("delegated")
+OTHER_USER = "c59e244c-1cce-4e6b-aad9-7e6820a99aa7"
+
+
+def cached_rows(runtime: Runtime) -> int:
+    with runtime.session() as session:
+        return int(session.scalar(select(func.count()).select_from(CachedToken)) or 0)
+
+
+def test_the_shared_cache_serves_a_new_process_without_an_upstream_call(
+    client: FlaskClient, runtime: Runtime, key: str, oauth: TokenServer
+) -> None:
+    token = ask(client, key).json["access_token"]
+    for_runtime(runtime).local = type(for_runtime(runtime).local)()  # a fresh process cache
+    again = ask(client, key).json
+    assert (again["source"], again["access_token"], oauth.calls) == ("cache", token, 1)
+
+
+def test_refresh_margin_is_capped_at_half_the_lifetime(
+    client: FlaskClient, key: str, oauth: TokenServer, clock: FrozenClock
+) -> None:
+    oauth.default = Reply(expires_in=400)  # margin 300 > 400/2: refresh once 200 s are left
+    first = ask(client, key, min_ttl=0).json["access_token"]
+    clock.advance(199)
+    assert ask(client, key, min_ttl=0).json["access_token"] == first
+    clock.advance(2)
+    assert ask(client, key, min_ttl=0).json["source"] == "upstream"
+    assert oauth.calls == 2
+
+
+def test_default_margin_and_min_ttl_decide_freshness(
+    client: FlaskClient, key: str, oauth: TokenServer, clock: FrozenClock
+) -> None:
+    ask(client, key)
+    clock.advance(3600 - 301)  # 301 s left: above the 300 s margin
+    assert ask(client, key).json["source"] == "cache"
+    assert ask(client, key, min_ttl=600).json["source"] == "upstream"
+    assert oauth.calls == 2
+
+
+def test_missing_expires_in_uses_the_default_ttl(
+    client: FlaskClient, key: str, oauth: TokenServer
+) -> None:
+    oauth.then(Reply(expires_in=None))
+    assert ask(client, key).json["expires_in"] == 600
+
+
+def test_a_stale_token_is_evicted_only_if_it_is_the_cached_one(
+    client: FlaskClient, key: str, oauth: TokenServer
+) -> None:
+    first = ask(client, key).json["access_token"]
+    assert ask(client, key, stale_token="at-999999-something-else").json["access_token"] == first
+    fresh = ask(client, key, stale_token=first).json
+    assert fresh["source"] == "upstream" and fresh["access_token"] != first
+    assert oauth.calls == 2
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda clock: (delegation_body(clock(), delegationUserId=OTHER_USER), None),
+        lambda clock: (lifecycle_body(clock(), "disable"), LIFECYCLE),
+        lambda clock: (lifecycle_body(clock(), "uninstall"), LIFECYCLE),
+    ],
+    ids=["new-user", "disable", "uninstall"],
+)
+def test_a_change_of_user_disable_or_uninstall_evicts_the_tenants_tokens(
+    client: FlaskClient, runtime: Runtime, key: str, oauth: TokenServer, clock: FrozenClock, change
+) -> None:  # type: ignore[no-untyped-def]
+    old = ask(client, key).json["access_token"]
+    assert cached_rows(runtime) == 1
+    clock.advance(1)
+    body, url = change(clock)
+    deliver(client, body, *([url] if url else []))
+    assert cached_rows(runtime) == 0
+    after = ask(client, key)
+    assert after.json.get("access_token") != old
+    if after.status_code == 200:
+        assert oauth.introspect(after.json["access_token"]).user_id == OTHER_USER
+
+
+def test_enable_after_disable_serves_again(
+    client: FlaskClient, key: str, clock: FrozenClock
+) -> None:
+    clock.advance(1)
+    deliver(client, lifecycle_body(clock(), "disable"), LIFECYCLE)
+    clock.advance(1)
+    deliver(client, lifecycle_body(clock(), "enable"), LIFECYCLE)
+    assert ask(client, key).status_code == 200
+
+
+def test_previous_client_secret_is_tried_once_on_invalid_client(
+    client: FlaskClient, runtime: Runtime, key: str, oauth: TokenServer, clock: FrozenClock
+) -> None:
+    with runtime.session() as session, writing(session):
+        app = apps.get_app(session, "zendesk")
+        apps.set_client_secret(
+            runtime.keyring, app, "new-not-yet-active", clock(), drop_previous=False
+        )
+    oauth.rejected_secrets.add("new-not-yet-active")
+    response = ask(client, key)
+    assert response.status_code == 200
+    assert [r.client_secret for r in oauth.requests] == [
+        "new-not-yet-active",
+        "client-secret-for-tests-3f9a1c",
+    ]
+
+
+def test_429_retry_after_is_honoured(client: FlaskClient, key: str, oauth: TokenServer) -> None:
+    oauth.then(Reply(429, {"error": "slow_down"}, {"Retry-After": "1"}))
+    started = time.monotonic()
+    assert ask(client, key).status_code == 200
+    assert time.monotonic() - started >= 1.0  # it waited as asked before the second try
+    assert oauth.calls == 2
+
+
+def test_a_retry_after_beyond_the_deadline_gives_up_at_once(
+    client: FlaskClient, key: str, oauth: TokenServer
+) -> None:
+    oauth.then(Reply(503, {}, {"Retry-After": "30"}))
+    response = ask(client, key)
+    assert response.status_code == 503 and response.headers["Retry-After"] == "30"
+    assert oauth.calls == 1
+
+
+def test_a_hanging_endpoint_times_out_into_503(
+    client: FlaskClient, key: str, oauth: TokenServer
+) -> None:
+    oauth.then(Reply(delay=1.5), Reply(delay=1.5), Reply(delay=1.5))
+    response = ask(client, key)
+    assert (response.status_code, response.json["error"]) == (503, "upstream_unavailable")
+
+
+@pytest.mark.parametrize(
+    ("reply", "upstream_error"),
+    [
+        (Reply(200, b"not json"), "invalid_response"),
+        (Reply(200, {"token_type": "Bearer"}), "invalid_response"),
+        (Reply(200, b"x" * 200_000), "invalid_response"),
+        (Reply(302, b"", {"Location": "http://127.0.0.1:1/steal"}), "unexpected_redirect"),
+        (Reply(400, b"<html>bad</html>"), "invalid_response"),
+    ],
+    ids=["not-json", "no-access-token", "huge-body", "redirect", "html-error"],
+)
+def test_malformed_answers_are_502_and_never_followed(
+    client: FlaskClient, key: str, oauth: TokenServer, reply: Reply, upstream_error: str
+) -> None:
+    oauth.then(reply)
+    response = ask(client, key)
+    assert (response.status_code, response.json["upstream_error"]) == (502, upstream_error)
+    assert oauth.calls == 1
+
+
+def test_the_circuit_opens_after_repeated_failures_and_a_probe_closes_it(
+    client: FlaskClient, runtime: Runtime, key: str, oauth: TokenServer, clock: FrozenClock
+) -> None:
+    runtime.settings = runtime.settings.replace(upstream_max_attempts=1)
+    for_runtime(runtime).upstream.settings = runtime.settings
+    oauth.then(*[Reply(503, {})] * circuit.THRESHOLD)
+    for _ in range(circuit.THRESHOLD):
+        assert ask(client, key).status_code == 503
+    calls = oauth.calls
+    refused = ask(client, key)
+    assert refused.status_code == 503 and int(refused.headers["Retry-After"]) == 30
+    assert oauth.calls == calls  # the open circuit did not call out
+    with runtime.session() as session:
+        health = session.scalars(select(UpstreamHealth)).one()
+        assert (health.consecutive_failures, health.last_error) == (circuit.THRESHOLD, "http_503")
+    clock.advance(31)
+    assert ask(client, key).status_code == 200  # the probe
+    with runtime.session() as session:
+        health = session.scalars(select(UpstreamHealth)).one()
+        assert health.circuit_open_until is None and health.last_success_at == clock()
+
+
+def test_cached_tokens_keep_serving_while_the_upstream_is_down(
+    client: FlaskClient, key: str, oauth: TokenServer
+) -> None:
+    token = ask(client, key).json["access_token"]
+    oauth.default = Reply(503, {})
+    assert ask(client, key).json["access_token"] == token
+
+
+def test_tokens_are_encrypted_at_rest_and_never_logged(
+    client: FlaskClient,
+    runtime: Runtime,
+    key: str,
+    oauth: TokenServer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    token = ask(client, key).json["access_token"]
+    ask(client, key, stale_token=token)
+    with runtime.session() as session:
+        stored = session.scalars(select(CachedToken.access_token)).all()
+    assert stored and all(v.startswith("dv1:") and token not in v for v in stored)
+    url = runtime.settings.database_url
+    if url.startswith("sqlite:///"):
+        raw = b"".join(
+            p.read_bytes() for p in Path(url[10:]).parent.glob("vault.db*") if p.is_file()
+        )
+        assert token.encode() not in raw and USER.encode() not in raw
+    assert token not in caplog.text and USER not in caplog.text and key not in caplog.text
+
+
+def test_client_credentials_apps_need_no_delegation(
+    client: FlaskClient, runtime: Runtime, key: str, oauth: TokenServer
+) -> None:
+    from tests.builders import register_app
+
+    register_app(
+        runtime, "okta", grant="client_credentials", vendor_app_id=None,
+        token_url=oauth.base + "/oauth2/token", auth_method="client_secret_basic", scope="api",
+    )  # fmt: skip
+    response = client.post(
+        "/internal/v1/token", json={"app": "okta"}, headers={"Authorization": f"Bearer {key}"}
+    )
+    assert response.status_code == 200, response.json
+    sent = oauth.requests[-1]
+    assert sent.form == {"grant_type": "client_credentials", "scope": "api"}
+    assert sent.headers["authorization"].startswith("Basic ")
+    assert sent.client_secret == "client-secret-for-tests-3f9a1c"
+    assert response.json["tenant"] is None and TENANT not in oauth.requests[-1].path

@@ -1,0 +1,94 @@
+"""Upstream health and the circuit breaker, kept in the database so every worker sees the same.
+
+After ``THRESHOLD`` consecutive unavailable-type failures against a host, the circuit opens for
+``OPEN_FOR``: token misses for that host answer 503 at once instead of piling onto a failing
+endpoint. When that time is up, one caller claims a probe (an optimistic update, so exactly one
+across workers and instances); its success closes the circuit, its failure opens it again.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections.abc import Callable
+
+from sqlalchemy import update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from vault import metrics
+from vault.db import writing
+from vault.errors import UpstreamUnavailable
+from vault.models import UpstreamHealth
+
+THRESHOLD = 5
+OPEN_FOR = dt.timedelta(seconds=30)
+PROBE_FOR = dt.timedelta(seconds=10)  # a probe that never reports back frees the circuit after this
+LATENCIES_KEPT = 20
+
+
+def admit(session: Session, host: str, now: dt.datetime) -> None:
+    """Let a call through, or raise UpstreamUnavailable while the circuit is open."""
+    session.rollback()
+    health = session.get(UpstreamHealth, host, populate_existing=True)
+    until = health.circuit_open_until if health else None
+    session.rollback()
+    if until is None:
+        return
+    if until > now:
+        raise UpstreamUnavailable(
+            "circuit_open", retry_after=math.ceil((until - now).total_seconds())
+        )
+    with writing(session):  # half-open: exactly one caller claims the probe
+        claimed = session.execute(
+            update(UpstreamHealth)
+            .where(
+                UpstreamHealth.host == host,
+                UpstreamHealth.circuit_open_until == until,
+            )
+            .values(circuit_open_until=now + PROBE_FOR)
+            .execution_options(synchronize_session=False)
+        )
+    if not claimed.rowcount:  # type: ignore[attr-defined]
+        raise UpstreamUnavailable("circuit_open", retry_after=math.ceil(PROBE_FOR.total_seconds()))
+
+
+def succeeded(session: Session, host: str, now: dt.datetime, latency_ms: float) -> None:
+    def change(h: UpstreamHealth) -> None:
+        h.last_success_at, h.consecutive_failures, h.circuit_open_until = now, 0, None
+        h.latencies_ms = [*(h.latencies_ms or [])[-(LATENCIES_KEPT - 1) :], round(latency_ms, 1)]
+
+    _record(session, host, change)
+    metrics.CIRCUIT_OPEN.labels(host).set(0)
+
+
+def failed(session: Session, host: str, now: dt.datetime, code: str, *, counts: bool) -> None:
+    """Record an error; ``counts`` (unavailable-type failures) moves the circuit towards open."""
+
+    def change(h: UpstreamHealth) -> None:
+        h.last_error_at, h.last_error = now, code[:64]
+        if counts:
+            h.consecutive_failures = (h.consecutive_failures or 0) + 1
+            if h.consecutive_failures >= THRESHOLD:
+                h.circuit_open_until = now + OPEN_FOR
+                metrics.CIRCUIT_OPEN.labels(host).set(1)
+        elif h.circuit_open_until is not None:
+            # A probe that met an OAuth error reached a working endpoint: close the circuit.
+            h.consecutive_failures, h.circuit_open_until = 0, None
+
+    _record(session, host, change)
+
+
+def _record(session: Session, host: str, change: Callable[[UpstreamHealth], None]) -> None:
+    session.rollback()
+    for _attempt in range(2):
+        try:
+            with writing(session):
+                health = session.get(UpstreamHealth, host, with_for_update=True)
+                if health is None:
+                    health = UpstreamHealth(host=host, consecutive_failures=0, latencies_ms=[])
+                    session.add(health)
+                change(health)
+            return
+        except IntegrityError:  # two first-ever records for a host at once: the loser retries
+            session.rollback()

@@ -1,0 +1,101 @@
+"""Single flight: concurrent misses for one cache key make one upstream call.
+
+A thread lock per key queues callers within a process; a lock shared through the database's
+neighbourhood queues processes: a PostgreSQL advisory lock (every instance sharing the database),
+or on SQLite a file lock beside the database file (every worker on the machine). Whoever gets the
+lock second finds the token the first one stored.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+from sqlalchemy import Engine, text
+
+STRIPES = 1024  # SQLite lock files: unrelated keys may share one, which only queues their misses
+
+
+class KeyLocks:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._guard = threading.Lock()
+        self._local: dict[str, tuple[threading.Lock, int]] = {}
+        database = engine.url.database
+        self._dir = (
+            Path(f"{database}-locks")
+            if engine.dialect.name == "sqlite" and database and database != ":memory:"
+            else None
+        )
+
+    @contextlib.contextmanager
+    def hold(self, key: str) -> Iterator[bool]:
+        """Hold ``key`` across threads and processes; yields True if another holder was waited for."""
+        with self._thread_lock(key) as waited_here, self._shared_lock(key) as waited_there:
+            yield waited_here or waited_there
+
+    @contextlib.contextmanager
+    def _thread_lock(self, key: str) -> Iterator[bool]:
+        with self._guard:
+            lock, users = self._local.get(key) or (threading.Lock(), 0)
+            self._local[key] = (lock, users + 1)
+        waited = not lock.acquire(blocking=False)
+        if waited:
+            lock.acquire()
+        try:
+            yield waited
+        finally:
+            lock.release()
+            with self._guard:
+                lock, users = self._local[key]
+                if users == 1:
+                    del self._local[key]
+                else:
+                    self._local[key] = (lock, users - 1)
+
+    @contextlib.contextmanager
+    def _shared_lock(self, key: str) -> Iterator[bool]:
+        if self.engine.dialect.name == "postgresql":
+            with self._advisory_lock(key) as waited:
+                yield waited
+        elif self._dir is not None:
+            with self._file_lock(key) as waited:
+                yield waited
+        else:
+            yield False
+
+    @contextlib.contextmanager
+    def _advisory_lock(self, key: str) -> Iterator[bool]:
+        number = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big", signed=True)
+        # Autocommit: the lock belongs to the connection, and no transaction idles while the
+        # holder waits on the token endpoint.
+        with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            got = conn.execute(text("SELECT pg_try_advisory_lock(:n)"), {"n": number}).scalar()
+            if not got:
+                conn.execute(text("SELECT pg_advisory_lock(:n)"), {"n": number})
+            try:
+                yield not got
+            finally:
+                conn.execute(text("SELECT pg_advisory_unlock(:n)"), {"n": number})
+
+    @contextlib.contextmanager
+    def _file_lock(self, key: str) -> Iterator[bool]:
+        assert self._dir is not None
+        self._dir.mkdir(mode=0o700, exist_ok=True)
+        stripe = int(key[:8], 16) % STRIPES
+        fd = os.open(self._dir / f"{stripe:04d}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                waited = False
+            except BlockingIOError:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                waited = True
+            yield waited
+        finally:
+            os.close(fd)  # releases the lock

@@ -1,0 +1,319 @@
+"""Access tokens for internal services: looked up, cached at two levels, refreshed, evicted.
+
+Cache key: SHA-256 of (app id, tenant id, delegation version, normalised scope). The delegation
+version changes with the delegated user, so a new user never meets an old user's token; every
+request reads the delegation's state and version (one indexed query), so a disable, an uninstall
+or a change made through another worker takes effect at once. Level one is a bounded dict in the
+process; level two is the token_cache table (tokens encrypted like every other secret), shared by
+workers and instances.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+import hmac
+import threading
+import time
+from collections import OrderedDict
+
+from sqlalchemy import delete
+from sqlalchemy.orm import Session
+
+from vault import apps, circuit, delegations, metrics
+from vault.db import writing
+from vault.errors import (
+    DelegationDisabled,
+    InvalidRequest,
+    InvalidScope,
+    NoDelegation,
+    UpstreamRejected,
+    UpstreamUnavailable,
+)
+from vault.keys import Caller
+from vault.models import App, CachedToken, Grant, State
+from vault.runtime import Runtime
+from vault.scopes import normalise_scope, within
+from vault.sealing import row_aad
+from vault.singleflight import KeyLocks
+from vault.upstream import Token, TokenRequest, Upstream, host
+
+LOCAL_ENTRIES = 10_000
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenQuery:
+    app: str
+    tenant: str | None = None
+    scope: str | None = None
+    min_ttl: int = 60
+    stale_token: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Cached:
+    access_token: str
+    token_type: str
+    scope: str
+    expires_at: dt.datetime
+    obtained_at: dt.datetime
+
+    def fresh_for(self, now: dt.datetime, min_ttl: int, margin: int) -> bool:
+        """Serve while more than max(min_ttl, margin capped at half the lifetime) is left."""
+        lifetime = (self.expires_at - self.obtained_at).total_seconds()
+        needed = max(min_ttl, min(margin, lifetime / 2))
+        return (self.expires_at - now).total_seconds() > needed
+
+    def __repr__(self) -> str:  # never print the token
+        return f"Cached(expires_at={self.expires_at.isoformat()})"
+
+
+@dataclasses.dataclass(frozen=True)
+class Issued:
+    token: Cached
+    app: str
+    tenant: str | None
+    tenant_id: str | None
+    source: str  # "cache" | "upstream"
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """What a token is for: the app, and for delegation apps the tenant and delegated user."""
+
+    app: App
+    tenant: str | None
+    tenant_id: str | None
+    user_id: str | None
+    version: int
+    scope: str
+
+    @property
+    def key(self) -> str:
+        parts = (
+            str(self.app.id),
+            self.tenant_id or self.tenant or "",
+            str(self.version),
+            self.scope,
+        )
+        return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
+
+
+class LocalCache:
+    """A bounded, thread-safe LRU of the tokens this process has served."""
+
+    def __init__(self, size: int = LOCAL_ENTRIES) -> None:
+        self.size = size
+        self._items: OrderedDict[str, Cached] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> Cached | None:
+        with self._lock:
+            item = self._items.get(key)
+            if item is not None:
+                self._items.move_to_end(key)
+            return item
+
+    def put(self, key: str, item: Cached) -> None:
+        with self._lock:
+            self._items[key] = item
+            self._items.move_to_end(key)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+            metrics.CACHE_ENTRIES.set(len(self._items))
+
+    def drop(self, key: str) -> None:
+        with self._lock:
+            self._items.pop(key, None)
+            metrics.CACHE_ENTRIES.set(len(self._items))
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+class Tokens:
+    """One per process (see ``for_runtime``): the local cache, the key locks, the HTTP client."""
+
+    def __init__(self, runtime: Runtime, upstream: Upstream | None = None) -> None:
+        self.rt = runtime
+        self.local = LocalCache()
+        self.locks = KeyLocks(runtime.engine)
+        self.upstream = upstream or Upstream(runtime.settings)
+
+    def close(self) -> None:
+        self.upstream.close()
+
+    def issue(self, session: Session, caller: Caller, query: TokenQuery) -> Issued:
+        """A token for ``query`` that stays valid for at least ``min_ttl`` seconds."""
+        target = resolve(session, self.rt, caller, query)
+        # No transaction stays open while we wait on locks or the network; the app row is
+        # detached first so that ending the transaction does not expire what we read.
+        session.expunge_all()
+        session.rollback()
+        key, now = target.key, self.rt.clock()
+        if query.stale_token:
+            self._evict_if_current(session, key, query.stale_token)
+        found = self._cached(session, key, now, query.min_ttl)
+        if found is not None:
+            return self._issued(target, found, "cache")
+        with self.locks.hold(key) as waited:
+            found = self._cached(session, key, self.rt.clock(), query.min_ttl)
+            if found is not None:
+                if waited:
+                    metrics.SINGLE_FLIGHT_WAITS.inc()
+                return self._issued(target, found, "cache")
+            fetched = self._fetch(session, target)
+            self._store(session, target, key, fetched)
+        return self._issued(target, fetched, "upstream")
+
+    # -- cache levels --------------------------------------------------------------------------
+
+    def _cached(self, session: Session, key: str, now: dt.datetime, min_ttl: int) -> Cached | None:
+        margin = self.rt.settings.token_refresh_margin
+        local = self.local.get(key)
+        if local is not None and local.fresh_for(now, min_ttl, margin):
+            return local
+        shared = self._shared(session, key)
+        if shared is None or not shared.fresh_for(now, min_ttl, margin):
+            return None
+        self.local.put(key, shared)
+        return shared
+
+    def _shared(self, session: Session, key: str) -> Cached | None:
+        """The token_cache row for ``key``, decrypted, read in a transaction of its own."""
+        try:
+            row = session.get(CachedToken, key, populate_existing=True)
+            if row is None:
+                return None
+            return Cached(
+                access_token=self.rt.keyring.decrypt_text(
+                    row.access_token, row_aad(row, "access_token")
+                ),
+                token_type=row.token_type,
+                scope=row.scope,
+                expires_at=row.expires_at,
+                obtained_at=row.obtained_at,
+            )
+        finally:
+            session.rollback()
+
+    def _evict_if_current(self, session: Session, key: str, presented: str) -> None:
+        cached = self.local.get(key) or self._shared(session, key)
+        current = cached.access_token if cached else None
+        if current is None or not hmac.compare_digest(current.encode(), presented.encode()):
+            return
+        self.local.drop(key)
+        with writing(session):
+            session.execute(delete(CachedToken).where(CachedToken.cache_key == key))
+
+    def _store(self, session: Session, target: Target, key: str, token: Cached) -> None:
+        self.local.put(key, token)
+        with writing(session):
+            row = CachedToken(
+                cache_key=key,
+                app_id=target.app.id,
+                tenant_id=target.tenant_id,
+                tenant=target.tenant,
+                delegation_version=target.version,
+                scope=target.scope,
+                access_token="",
+                token_type=token.token_type,
+                expires_at=token.expires_at,
+                obtained_at=token.obtained_at,
+            )
+            row.access_token = self.rt.keyring.encrypt(
+                token.access_token, row_aad(row, "access_token")
+            )
+            session.merge(row)
+
+    # -- upstream ------------------------------------------------------------------------------
+
+    def _fetch(self, session: Session, target: Target) -> Cached:
+        app = target.app
+        request = TokenRequest(
+            token_url=app.token_url,
+            client_id=app.client_id,
+            auth_method=app.auth_method,
+            grant=app.grant,
+            tenant=target.tenant,
+            user_id=target.user_id,
+            scope=target.scope,
+        )
+        where = host(request)
+        circuit.admit(session, where, self.rt.clock())
+        current, previous = apps.client_secrets(self.rt.keyring, app)
+        started = time.monotonic()
+        try:
+            token = self._try_secrets(request, current, previous)
+        except UpstreamUnavailable as exc:
+            circuit.failed(session, where, self.rt.clock(), exc.reason, counts=True)
+            metrics.TOKEN_REQUESTS.labels("upstream_unavailable", "upstream").inc()
+            raise
+        except UpstreamRejected as exc:
+            circuit.failed(session, where, self.rt.clock(), exc.upstream_error, counts=False)
+            metrics.TOKEN_REQUESTS.labels("upstream_rejected", "upstream").inc()
+            raise
+        now = self.rt.clock()
+        circuit.succeeded(session, where, now, (time.monotonic() - started) * 1000)
+        return Cached(
+            access_token=token.access_token,
+            token_type=token.token_type,
+            scope=target.scope,
+            expires_at=now + dt.timedelta(seconds=token.expires_in),
+            obtained_at=now,
+        )
+
+    def _try_secrets(self, request: TokenRequest, current: str, previous: str | None) -> Token:
+        ttl = self.rt.settings.token_default_ttl
+        try:
+            return self.upstream.fetch(request, current, ttl)
+        except UpstreamRejected as exc:
+            # A new client secret takes minutes to activate at Seismic: meanwhile, the old one.
+            if exc.upstream_error != "invalid_client" or not previous:
+                raise
+            return self.upstream.fetch(request, previous, ttl)
+
+    def _issued(self, target: Target, token: Cached, source: str) -> Issued:
+        metrics.TOKEN_REQUESTS.labels("ok", source).inc()
+        return Issued(token, target.app.slug, target.tenant, target.tenant_id, source)
+
+
+def resolve(session: Session, runtime: Runtime, caller: Caller, query: TokenQuery) -> Target:
+    """Check the caller and the delegation; raise the contract's error for each refusal."""
+    caller.require_app(query.app)
+    app = apps.get_app(session, query.app)
+    scope = normalise_scope(query.scope if query.scope is not None else app.default_scope)
+    if not within(scope, app.allowed_scopes):
+        raise InvalidScope()
+    if app.grant != Grant.DELEGATION:
+        if "{tenant}" in app.token_url and not query.tenant:
+            raise InvalidRequest("tenant_required", "This app's token URL needs a tenant.")
+        if query.tenant:
+            caller.require_tenant(query.tenant)
+        return Target(app, query.tenant, None, None, 0, scope)
+    if not query.tenant:
+        raise InvalidRequest("tenant_required", "A delegation app needs a tenant.")
+    row = delegations.find(session, app, query.tenant)
+    caller.require_tenant(query.tenant, *((row.tenant, row.tenant_id) if row else ()))
+    if row is None or row.state == State.REVOKED or not row.delegation_user_id:
+        raise NoDelegation()
+    if row.state == State.DISABLED:
+        raise DelegationDisabled()
+    user = delegations.view(runtime.keyring, app, row).delegation_user_id
+    return Target(app, row.tenant, row.tenant_id, user, row.version, scope)
+
+
+_create = threading.Lock()
+
+
+def for_runtime(runtime: Runtime) -> Tokens:
+    """The process's token service for ``runtime``, built on first use."""
+    service = runtime.services.get("tokens")
+    if service is None:
+        with _create:
+            service = runtime.services.get("tokens")
+            if service is None:
+                service = runtime.services["tokens"] = Tokens(runtime)
+    assert isinstance(service, Tokens)
+    return service

@@ -1,0 +1,225 @@
+"""The token endpoint client: one form POST, retried only when retrying can help.
+
+Retries: network errors, timeouts, 5xx and 429 (honouring Retry-After), exponential backoff with
+full jitter, at most ``DV_UPSTREAM_MAX_ATTEMPTS`` tries within an overall deadline below 10 s.
+An OAuth error (4xx) is final. Redirects are never followed: a token endpoint that redirects is
+misconfigured, and following it would send the client secret somewhere else.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+import re
+import time
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from vault import metrics
+from vault.errors import UpstreamRejected, UpstreamUnavailable
+from vault.settings import Settings
+
+DEADLINE = 9.0  # seconds for all tries of one request, below the callers' usual 10 s
+BACKOFF_BASE, BACKOFF_CAP = 0.2, 2.0
+MAX_RESPONSE = 64 * 1024
+OAUTH_ERROR = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenRequest:
+    token_url: str
+    client_id: str
+    auth_method: str
+    grant: str
+    tenant: str | None
+    user_id: str | None
+    scope: str
+
+    def url(self) -> str:
+        return self.token_url.replace("{tenant}", quote(self.tenant or "", safe=""))
+
+
+@dataclasses.dataclass(frozen=True)
+class Token:
+    access_token: str
+    token_type: str
+    expires_in: int
+    scope: str | None
+
+    def __repr__(self) -> str:  # never print the token
+        return f"Token(token_type={self.token_type!r}, expires_in={self.expires_in})"
+
+
+class Transient(Exception):
+    """A failure worth another try; ``retry_after`` is the server's wish, if it said one."""
+
+    def __init__(self, code: str, retry_after: float | None = None) -> None:
+        super().__init__(code)
+        self.code = code
+        self.retry_after = retry_after
+
+
+def _client_secret_post(form: dict[str, str], client_id: str, secret: str) -> httpx.Auth | None:
+    form.update(client_id=client_id, client_secret=secret)
+    return None
+
+
+def _client_secret_basic(form: dict[str, str], client_id: str, secret: str) -> httpx.Auth | None:
+    # RFC 6749 §2.3.1: both parts form-urlencoded before the Basic encoding.
+    return httpx.BasicAuth(quote(client_id, safe=""), quote(secret, safe=""))
+
+
+AUTH_METHODS: dict[str, Callable[[dict[str, str], str, str], httpx.Auth | None]] = {
+    "client_secret_post": _client_secret_post,
+    "client_secret_basic": _client_secret_basic,
+}
+GRANTS: dict[str, Callable[[TokenRequest], dict[str, str]]] = {
+    "delegation": lambda r: {"grant_type": "delegation", "user_id": r.user_id or ""},
+    "client_credentials": lambda r: {"grant_type": "client_credentials"},
+}
+
+
+class Upstream:
+    """Posts token requests; one instance (and connection pool) per process."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        transport: httpx.BaseTransport | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.settings = settings
+        self.sleep = sleep
+        self.client = httpx.Client(
+            transport=transport,
+            follow_redirects=False,
+            timeout=settings.upstream_timeout,
+            limits=httpx.Limits(max_connections=50, max_keepalive_connections=10),
+            headers={"User-Agent": "delegation-vault", "Accept": "application/json"},
+        )
+
+    def close(self) -> None:
+        self.client.close()
+
+    def fetch(self, request: TokenRequest, secret: str, default_ttl: int) -> Token:
+        """One token, or UpstreamRejected (final) / UpstreamUnavailable (after retries)."""
+        deadline = time.monotonic() + DEADLINE
+        attempts = self.settings.upstream_max_attempts
+        for attempt in range(1, attempts + 1):
+            try:
+                return self._once(request, secret, default_ttl, deadline)
+            except Transient as exc:
+                metrics.UPSTREAM_ERRORS.labels(host(request), exc.code).inc()
+                pause = self._pause(attempt, exc.retry_after)
+                left = deadline - time.monotonic()
+                if attempt == attempts or pause >= left:
+                    raise UpstreamUnavailable(exc.code, retry_after=_retry_hint(exc)) from None
+                self.sleep(pause)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    @staticmethod
+    def _pause(attempt: int, retry_after: float | None) -> float:
+        if retry_after is not None:
+            return retry_after
+        return random.uniform(0, min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (attempt - 1)))  # noqa: S311 (jitter, not a secret)
+
+    def _once(self, request: TokenRequest, secret: str, default_ttl: int, deadline: float) -> Token:
+        form = {**GRANTS[request.grant](request)}
+        if request.scope:
+            form["scope"] = request.scope
+        auth = AUTH_METHODS[request.auth_method](form, request.client_id, secret)
+        timeout = max(0.05, min(self.settings.upstream_timeout, deadline - time.monotonic()))
+        started = time.monotonic()
+        try:
+            with self.client.stream(
+                "POST",
+                request.url(),
+                data=form,
+                auth=auth or httpx.USE_CLIENT_DEFAULT,
+                timeout=timeout,
+            ) as response:
+                body = _read_capped(response)
+        except httpx.TimeoutException:
+            raise Transient("timeout") from None
+        except httpx.TransportError:
+            raise Transient("network_error") from None
+        finally:
+            metrics.UPSTREAM_LATENCY.labels(host(request)).observe(time.monotonic() - started)
+        return _interpret(response, body, default_ttl)
+
+
+def host(request: TokenRequest) -> str:
+    """The token endpoint's host and port: the unit of upstream health and of the circuit."""
+    url = httpx.URL(request.url())
+    return f"{url.host}:{url.port}" if url.port else url.host
+
+
+def _read_capped(response: httpx.Response) -> bytes | None:
+    """The body, or None when it is larger than any token response should be."""
+    chunks, size = [], 0
+    for chunk in response.iter_bytes():
+        size += len(chunk)
+        if size > MAX_RESPONSE:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _interpret(response: httpx.Response, body: bytes | None, default_ttl: int) -> Token:
+    status = response.status_code
+    if status == 429 or status >= 500:
+        raise Transient(f"http_{status}", _retry_after(response))
+    document = _json(body)
+    if 300 <= status < 400:
+        raise UpstreamRejected("unexpected_redirect", status)
+    if status != 200:
+        error = document.get("error") if document else None
+        ok = isinstance(error, str) and OAUTH_ERROR.match(error)
+        raise UpstreamRejected(error if ok else "invalid_response", status)  # type: ignore[arg-type]
+    token = document.get("access_token") if document else None
+    if not isinstance(token, str) or not token or len(token) > 16384:
+        raise UpstreamRejected("invalid_response", status)
+    assert document is not None
+    token_type = document.get("token_type")
+    scope = document.get("scope")
+    return Token(
+        access_token=token,
+        token_type=token_type if isinstance(token_type, str) and token_type else "Bearer",
+        expires_in=_expires_in(document.get("expires_in"), default_ttl),
+        scope=scope if isinstance(scope, str) else None,
+    )
+
+
+def _json(body: bytes | None) -> dict[str, Any] | None:
+    if body is None:
+        return None
+    try:
+        document = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return document if isinstance(document, dict) else None
+
+
+def _expires_in(value: object, default_ttl: int) -> int:
+    if isinstance(value, bool):
+        return default_ttl
+    if isinstance(value, str) and value.isdigit():
+        value = int(value)
+    if isinstance(value, int | float) and 0 < value < 10 * 365 * 86400:
+        return int(value)
+    return default_ttl
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("Retry-After", "").strip()
+    if value.isdigit():
+        return min(float(value), 60.0)
+    return None  # an HTTP date is rare from token endpoints; fall back to backoff
+
+
+def _retry_hint(exc: Transient) -> int:
+    return max(1, int(exc.retry_after or 1))
