@@ -9,11 +9,11 @@ import logging
 import re
 import secrets
 
-from sqlalchemy import Engine, select, update
+from sqlalchemy import select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from vault.db import IMMEDIATE, write_lock
+from vault.db import writing
 from vault.errors import Forbidden, OperationalError, Unauthorized
 from vault.models import Role, ServiceKey
 
@@ -95,23 +95,22 @@ def authenticate(session: Session, presented: str | None, now: dt.datetime, role
         raise Unauthorized("key_expired")
     if key.role != role:
         raise Unauthorized("key_wrong_role")
+    caller = Caller(key.name, key.role, tuple(key.apps), tuple(key.tenants))
     if key.last_used_at is None or now - key.last_used_at > LAST_USED_RESOLUTION:
         _touch(session, key.id, now)
-    return Caller(key.name, key.role, tuple(key.apps), tuple(key.tenants))
+    return caller
 
 
 def _touch(session: Session, key_id: int, now: dt.datetime) -> None:
-    # Its own short transaction on another connection: bookkeeping must neither join the
-    # caller's transaction nor fail the request when the database is busy.
+    # A short transaction of its own, before the request's work starts (no second connection,
+    # so a burst of requests cannot exhaust the pool); bookkeeping never fails a request.
     try:
-        bind = session.get_bind()
-        engine = bind if isinstance(bind, Engine) else bind.engine
-        with write_lock(engine), engine.connect() as conn:
-            conn = conn.execution_options(**{IMMEDIATE: True})
-            with conn.begin():
-                stmt = update(ServiceKey).where(ServiceKey.id == key_id).values(last_used_at=now)
-                conn.execute(stmt)
+        session.rollback()
+        with writing(session):
+            stmt = update(ServiceKey).where(ServiceKey.id == key_id).values(last_used_at=now)
+            session.execute(stmt.execution_options(synchronize_session=False))
     except SQLAlchemyError:
+        session.rollback()
         log.warning("could not record last use of a key", exc_info=False)
 
 

@@ -1,0 +1,103 @@
+"""Concurrent misses for one key make one upstream call: across threads, workers and instances."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+from flask import Flask
+
+from app import create_app
+from tests.builders import create_key, delegation_body, register_app
+from tests.support import service
+from tests.support.clock import FrozenClock
+from tests.support.oauth_server import Reply, TokenServer
+from tests.token_fixtures import SCOPES, TOKEN, deliver
+from vault.crypto import new_key_entry, parse_keyring
+from vault.runtime import Runtime, ensure_key_check
+from vault.settings import Settings
+
+
+def test_twenty_threads_on_one_key_make_one_upstream_call(
+    app: Flask, key: str, oauth: TokenServer, delegated: None
+) -> None:
+    oauth.default = Reply(delay=0.3)
+    barrier = threading.Barrier(20)
+
+    def one(_: int) -> tuple[int, str]:
+        client = app.test_client()
+        barrier.wait()
+        response = client.post(
+            TOKEN,
+            json={"app": "zendesk", "tenant": "intdev2"},
+            headers={"Authorization": f"Bearer {key}"},
+        )
+        return response.status_code, response.json["access_token"]
+
+    with ThreadPoolExecutor(20) as pool:
+        results = list(pool.map(one, range(20)))
+    assert {status for status, _ in results} == {200}
+    assert len({token for _, token in results}) == 1
+    assert oauth.calls == 1
+
+
+@pytest.fixture
+def shared(
+    database_url: str, tmp_path: Path, oauth: TokenServer
+) -> Iterator[tuple[dict[str, str], str]]:
+    """A seeded database, the environment to serve it, and a service key."""
+    entry = new_key_entry("conc1")
+    clock = FrozenClock()
+    settings = Settings(
+        database_url=database_url, instance_path=tmp_path / "instance", allow_http_token_urls=True
+    )
+    runtime = Runtime.build(settings, keyring=parse_keyring([entry]))
+    ensure_key_check(runtime)
+    register_app(runtime, token_url=oauth.url, scope="seismic.library.view", allowed_scopes=SCOPES)
+    key = create_key(runtime, "svc")
+    runtime.clock = clock
+    import datetime as dt
+
+    clock.set(dt.datetime.now(dt.UTC))
+    deliver(create_app(runtime=runtime).test_client(), delegation_body(clock()))
+    runtime.close()
+    env = {
+        "DATABASE_URL": database_url,
+        "DV_KEYS": entry,
+        "DV_KEYS_FILE": "",
+        "DV_ENV": "development",
+        "DV_ALLOW_HTTP_TOKEN_URLS": "1",
+        "DV_INSTANCE_PATH": str(tmp_path / "instance"),
+        "PROMETHEUS_MULTIPROC_DIR": "",
+    }
+    yield env, key
+
+
+@pytest.mark.slow
+def test_forty_requests_across_two_instances_of_two_workers_make_one_upstream_call(
+    shared: tuple[dict[str, str], str], oauth: TokenServer, tmp_path: Path
+) -> None:
+    env, key = shared
+    oauth.default = Reply(delay=0.5)
+    with service.running(env, tmp_path) as first, service.running(env, tmp_path) as second:
+        urls = [first.url, second.url] * 20
+        barrier = threading.Barrier(len(urls))
+
+        def one(base: str) -> tuple[int, str]:
+            with httpx.Client(timeout=20) as client:
+                barrier.wait()
+                response = client.post(
+                    base + TOKEN, json={"app": "zendesk", "tenant": "intdev2"},
+                    headers={"Authorization": f"Bearer {key}"},
+                )  # fmt: skip
+                return response.status_code, response.json().get("access_token", response.text)
+
+        with ThreadPoolExecutor(len(urls)) as pool:
+            results = list(pool.map(one, urls))
+    assert {status for status, _ in results} == {200}, results[:3]
+    assert len({token for _, token in results}) == 1
+    assert oauth.calls == 1
