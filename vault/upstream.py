@@ -4,12 +4,19 @@ Retries: network errors, timeouts, 5xx and 429 (honouring Retry-After), exponent
 full jitter, at most ``DV_UPSTREAM_MAX_ATTEMPTS`` tries within an overall deadline below 10 s.
 An OAuth error (4xx) is final. Redirects are never followed: a token endpoint that redirects is
 misconfigured, and following it would send the client secret somewhere else.
+
+Answers that are not OAuth become ``UpstreamRejected`` (502) with ``upstream_error`` set to:
+``invalid_response`` for a 4xx without a JSON ``error`` member, a 200 without a usable
+``access_token``, or a body over 64 KiB; ``unexpected_redirect`` for a 3xx;
+``insecure_token_url`` when the URL is plain HTTP and the settings do not allow it (status 0:
+nothing was sent). A missing or unusable ``expires_in`` means ``DV_TOKEN_DEFAULT_TTL``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import random
 import re
 import time
@@ -20,13 +27,15 @@ from urllib.parse import quote
 import httpx
 
 from vault import metrics
-from vault.errors import UpstreamRejected, UpstreamUnavailable
+from vault.apps import validate_token_url
+from vault.errors import OperationalError, UpstreamRejected, UpstreamUnavailable
 from vault.settings import Settings
 
 DEADLINE = 9.0  # seconds for all tries of one request, below the callers' usual 10 s
 BACKOFF_BASE, BACKOFF_CAP = 0.2, 2.0
 MAX_RESPONSE = 64 * 1024
 OAUTH_ERROR = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+log = logging.getLogger("delegation_vault.upstream")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,6 +116,7 @@ class Upstream:
 
     def fetch(self, request: TokenRequest, secret: str, default_ttl: int) -> Token:
         """One token, or UpstreamRejected (final) / UpstreamUnavailable (after retries)."""
+        self._check_url(request)
         deadline = time.monotonic() + DEADLINE
         attempts = self.settings.upstream_max_attempts
         for attempt in range(1, attempts + 1):
@@ -114,12 +124,24 @@ class Upstream:
                 return self._once(request, secret, default_ttl, deadline)
             except Transient as exc:
                 metrics.UPSTREAM_ERRORS.labels(host(request), exc.code).inc()
-                pause = self._pause(attempt, exc.retry_after)
-                left = deadline - time.monotonic()
-                if attempt == attempts or pause >= left:
+                pause = self._pause(attempt, exc.retry_after) if attempt < attempts else 0.0
+                final = attempt == attempts or pause >= deadline - time.monotonic()
+                log.warning(
+                    "token endpoint failed (attempt %d of %d%s)", attempt, attempts,
+                    ", giving up" if final else "",
+                    extra={"host": host(request), "reason": exc.code},
+                )  # fmt: skip
+                if final:
                     raise UpstreamUnavailable(exc.code, retry_after=_retry_hint(exc)) from None
                 self.sleep(pause)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _check_url(self, request: TokenRequest) -> None:
+        # Checked again at call time: the app may have been added where plain HTTP was allowed.
+        try:
+            validate_token_url(request.url(), allow_http=self.settings.allow_http_token_urls)
+        except OperationalError:
+            raise UpstreamRejected("insecure_token_url", 0) from None
 
     @staticmethod
     def _pause(attempt: int, retry_after: float | None) -> float:

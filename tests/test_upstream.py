@@ -1,0 +1,323 @@
+"""The token endpoint client against a real loopback server: forms, retries, errors; the circuit."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import logging
+import socket
+from collections.abc import Iterator
+
+import pytest
+
+from tests.builders import USER
+from tests.support.clock import FrozenClock
+from tests.support.oauth_server import Reply, TokenServer
+from vault import circuit, upstream
+from vault.errors import UpstreamRejected, UpstreamUnavailable
+from vault.models import UpstreamHealth
+from vault.runtime import Runtime
+from vault.settings import Settings
+from vault.upstream import TokenRequest, Upstream
+
+SECRET = "s3cret:with/odd+chars é"
+
+
+@pytest.fixture
+def pauses() -> list[float]:
+    return []
+
+
+@pytest.fixture
+def endpoint(pauses: list[float]) -> Iterator[Upstream]:
+    settings = Settings(allow_http_token_urls=True, upstream_timeout=0.5)
+    made = Upstream(settings, sleep=pauses.append)  # pauses are recorded, not slept
+    yield made
+    made.close()
+
+
+def delegation(server: TokenServer, **changes: object) -> TokenRequest:
+    fields: dict[str, object] = {
+        "token_url": server.url, "client_id": "zendesk-client", "auth_method": "client_secret_post",
+        "grant": "delegation", "tenant": "intdev2", "user_id": USER,
+        "scope": "seismic.library.view seismic.reporting",
+    }  # fmt: skip
+    return TokenRequest(**{**fields, **changes})  # type: ignore[arg-type]
+
+
+# -- what is sent ------------------------------------------------------------------------------
+
+
+def test_a_delegation_request_is_one_form_post_with_client_secret_post(
+    endpoint: Upstream, oauth: TokenServer
+) -> None:
+    token = endpoint.fetch(delegation(oauth), SECRET, 600)
+    sent = oauth.requests[0]
+    assert sent.headers["content-type"] == "application/x-www-form-urlencoded"
+    assert sent.form == {
+        "grant_type": "delegation", "user_id": USER, "client_id": "zendesk-client",
+        "client_secret": SECRET, "scope": "seismic.library.view seismic.reporting",
+    }  # fmt: skip
+    assert "authorization" not in sent.headers
+    assert (token.token_type, token.expires_in) == ("Bearer", 3600)
+    assert oauth.introspect(token.access_token).user_id == USER  # type: ignore[union-attr]
+
+
+def test_the_tenant_is_url_quoted_into_the_token_url(
+    endpoint: Upstream, oauth: TokenServer
+) -> None:
+    endpoint.fetch(delegation(oauth, tenant="a b/../c"), SECRET, 600)
+    assert oauth.requests[0].path == "/tenants/a%20b%2F..%2Fc/connect/token"
+
+
+def test_client_secret_basic_sends_form_encoded_credentials_in_the_header(
+    endpoint: Upstream, oauth: TokenServer
+) -> None:
+    request = delegation(
+        oauth, token_url=oauth.base + "/token", grant="client_credentials", user_id=None,
+        auth_method="client_secret_basic", scope="",
+    )  # fmt: skip
+    endpoint.fetch(request, SECRET, 600)
+    sent = oauth.requests[0]
+    assert sent.form == {"grant_type": "client_credentials"}
+    user, _, secret = base64.b64decode(sent.headers["authorization"][6:]).decode().partition(":")
+    assert (user, sent.client_secret) == ("zendesk-client", SECRET)
+    assert secret != SECRET  # RFC 6749 §2.3.1: form-encoded before the Basic encoding
+
+
+def test_plain_http_is_refused_unless_the_settings_allow_it(oauth: TokenServer) -> None:
+    strict = Upstream(Settings(allow_http_token_urls=False))
+    try:
+        with pytest.raises(UpstreamRejected) as refused:
+            strict.fetch(delegation(oauth), SECRET, 600)
+    finally:
+        strict.close()
+    assert refused.value.upstream_error == "insecure_token_url"
+    assert oauth.calls == 0
+
+
+# -- what comes back ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("expires_in", "expected"),
+    [(None, 600), (120, 120), ("900", 900), (-5, 600), (True, 600), ("soon", 600)],
+)
+def test_expires_in_missing_or_unusable_means_the_default_ttl(
+    endpoint: Upstream, oauth: TokenServer, expires_in: object, expected: int
+) -> None:
+    body = {"access_token": "at-1", "token_type": "Bearer"}
+    if expires_in is not None:
+        body["expires_in"] = expires_in  # type: ignore[assignment]
+    oauth.then(Reply(200, body))
+    assert endpoint.fetch(delegation(oauth), SECRET, 600).expires_in == expected
+
+
+@pytest.mark.parametrize(
+    ("reply", "error", "status"),
+    [
+        (Reply(400, {"error": "invalid_grant"}), "invalid_grant", 400),
+        (Reply(401, {"error": "invalid_client"}), "invalid_client", 401),
+        (Reply(400, {"error": "<script>alert(1)</script>"}), "invalid_response", 400),
+        (Reply(404, b"<html>not found</html>"), "invalid_response", 404),
+        (Reply(200, {"token_type": "Bearer"}), "invalid_response", 200),
+        (Reply(200, {"access_token": 42}), "invalid_response", 200),
+        (Reply(200, b"[]"), "invalid_response", 200),
+    ],
+    ids=["oauth-400", "oauth-401", "unsafe-code", "html-404", "no-token", "token-not-text", "list"],
+)
+def test_a_final_answer_is_rejected_once_without_a_retry(
+    endpoint: Upstream,
+    oauth: TokenServer,
+    pauses: list[float],
+    reply: Reply,
+    error: str,
+    status: int,
+) -> None:
+    oauth.then(reply)
+    with pytest.raises(UpstreamRejected) as rejected:
+        endpoint.fetch(delegation(oauth), SECRET, 600)
+    assert (rejected.value.upstream_error, rejected.value.upstream_status) == (error, status)
+    assert (oauth.calls, pauses) == (1, [])
+
+
+# -- retries -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("status", [500, 502, 503, 504, 429])
+def test_5xx_and_429_are_retried_until_an_answer(
+    endpoint: Upstream, oauth: TokenServer, pauses: list[float], status: int
+) -> None:
+    oauth.then(Reply(status, {}), Reply(status, {}))
+    assert endpoint.fetch(delegation(oauth), SECRET, 600).access_token
+    assert (oauth.calls, len(pauses)) == (3, 2)
+
+
+def test_attempts_stop_at_the_configured_maximum(oauth: TokenServer, pauses: list[float]) -> None:
+    five = Upstream(
+        Settings(allow_http_token_urls=True, upstream_max_attempts=5), sleep=pauses.append
+    )
+    oauth.default = Reply(503, {})
+    try:
+        with pytest.raises(UpstreamUnavailable) as unavailable:
+            five.fetch(delegation(oauth), SECRET, 600)
+    finally:
+        five.close()
+    assert (unavailable.value.reason, oauth.calls, len(pauses)) == ("http_503", 5, 4)
+
+
+def test_backoff_is_exponential_with_full_jitter(
+    endpoint: Upstream, oauth: TokenServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ranges: list[tuple[float, float]] = []
+
+    def uniform(low: float, high: float) -> float:
+        ranges.append((low, high))
+        return high
+
+    monkeypatch.setattr(upstream.random, "uniform", uniform)
+    oauth.default = Reply(502, {})
+    with pytest.raises(UpstreamUnavailable):
+        endpoint.fetch(delegation(oauth), SECRET, 600)
+    base = upstream.BACKOFF_BASE
+    assert ranges == [(0, base), (0, base * 2)]
+
+
+def test_retry_after_is_honoured(
+    endpoint: Upstream, oauth: TokenServer, pauses: list[float]
+) -> None:
+    oauth.then(Reply(429, {"error": "slow_down"}, {"Retry-After": "2"}))
+    endpoint.fetch(delegation(oauth), SECRET, 600)
+    assert (pauses, oauth.calls) == ([2.0], 2)
+
+
+def test_a_retry_after_past_the_deadline_gives_up_at_once_and_passes_it_on(
+    endpoint: Upstream, oauth: TokenServer, pauses: list[float]
+) -> None:
+    oauth.then(Reply(503, {}, {"Retry-After": "3600"}))
+    with pytest.raises(UpstreamUnavailable) as unavailable:
+        endpoint.fetch(delegation(oauth), SECRET, 600)
+    assert (oauth.calls, pauses) == (1, [])
+    assert unavailable.value.retry_after == 60  # capped: a token endpoint's wish, not a lockout
+
+
+def test_a_retry_after_date_falls_back_to_backoff(
+    endpoint: Upstream, oauth: TokenServer, pauses: list[float]
+) -> None:
+    oauth.then(Reply(503, {}, {"Retry-After": "Wed, 21 Oct 2026 07:28:00 GMT"}))
+    endpoint.fetch(delegation(oauth), SECRET, 600)
+    assert len(pauses) == 1 and 0 <= pauses[0] <= upstream.BACKOFF_BASE
+
+
+def test_each_try_times_out_and_then_the_endpoint_is_unavailable(
+    endpoint: Upstream, oauth: TokenServer, pauses: list[float]
+) -> None:
+    oauth.default = Reply(delay=1.0)  # past the 0.5 s per-try timeout
+    with pytest.raises(UpstreamUnavailable) as unavailable:
+        endpoint.fetch(delegation(oauth), SECRET, 600)
+    assert (unavailable.value.reason, oauth.calls, len(pauses)) == ("timeout", 3, 2)
+
+
+def test_the_overall_deadline_cuts_tries_short(
+    oauth: TokenServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(upstream, "DEADLINE", 1.0)
+    settings = Settings(allow_http_token_urls=True, upstream_timeout=0.4, upstream_max_attempts=10)
+    patient = Upstream(settings, sleep=lambda _s: None)
+    oauth.default = Reply(delay=2.0)
+    try:
+        with pytest.raises(UpstreamUnavailable):
+            patient.fetch(delegation(oauth), SECRET, 600)
+    finally:
+        patient.close()
+    assert 1 <= oauth.calls < 10  # a 1 s deadline leaves room for at most a few 0.4 s tries
+
+
+def test_network_errors_are_retried(endpoint: Upstream, pauses: list[float]) -> None:
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    request = TokenRequest(
+        f"http://127.0.0.1:{port}/token", "c", "client_secret_post", "client_credentials",
+        None, None, "",
+    )  # fmt: skip
+    with pytest.raises(UpstreamUnavailable) as unavailable:
+        endpoint.fetch(request, SECRET, 600)
+    assert (unavailable.value.reason, len(pauses)) == ("network_error", 2)
+
+
+def test_failures_are_logged_without_secret_or_user(
+    endpoint: Upstream, oauth: TokenServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    oauth.then(Reply(503, {}))
+    token = endpoint.fetch(delegation(oauth), SECRET, 600).access_token
+    assert "token endpoint failed" in caplog.text  # the logs were captured at all
+    for secret in (SECRET, USER, token):
+        assert secret not in caplog.text
+    assert repr(token) not in repr(endpoint.fetch(delegation(oauth), SECRET, 600))
+
+
+# -- the circuit (state in the database, both engines) -----------------------------------------
+
+
+def _fail(runtime: Runtime, clock: FrozenClock, times: int) -> None:
+    with runtime.session() as session:
+        for _ in range(times):
+            circuit.failed(session, "auth:443", clock(), "http_503", counts=True)
+
+
+def _health(runtime: Runtime) -> UpstreamHealth:
+    with runtime.session() as session:
+        found = session.get(UpstreamHealth, "auth:443")
+        assert found is not None
+        session.expunge(found)
+        return found
+
+
+def test_the_circuit_opens_on_the_fifth_unavailable_failure(
+    runtime: Runtime, clock: FrozenClock
+) -> None:
+    _fail(runtime, clock, circuit.THRESHOLD - 1)
+    with runtime.session() as session:
+        circuit.admit(session, "auth:443", clock())  # still closed
+    _fail(runtime, clock, 1)
+    with runtime.session() as session, pytest.raises(UpstreamUnavailable) as refused:
+        circuit.admit(session, "auth:443", clock() + dt.timedelta(seconds=10))
+    assert refused.value.retry_after == 20
+    assert _health(runtime).last_error == "http_503"
+
+
+def test_oauth_errors_do_not_move_the_circuit(runtime: Runtime, clock: FrozenClock) -> None:
+    _fail(runtime, clock, circuit.THRESHOLD - 1)
+    with runtime.session() as session:
+        circuit.failed(session, "auth:443", clock(), "invalid_client", counts=False)
+        circuit.admit(session, "auth:443", clock())
+    assert _health(runtime).consecutive_failures == circuit.THRESHOLD - 1
+
+
+def test_half_open_lets_exactly_one_probe_through_and_its_success_closes(
+    runtime: Runtime, clock: FrozenClock
+) -> None:
+    _fail(runtime, clock, circuit.THRESHOLD)
+    later = clock() + circuit.OPEN_FOR + dt.timedelta(seconds=1)
+    with runtime.session() as first, runtime.session() as second:
+        circuit.admit(first, "auth:443", later)  # the probe
+        with pytest.raises(UpstreamUnavailable):
+            circuit.admit(second, "auth:443", later)
+        circuit.succeeded(first, "auth:443", later, 12.5)
+        circuit.admit(second, "auth:443", later)
+    health = _health(runtime)
+    assert (health.circuit_open_until, health.consecutive_failures) == (None, 0)
+    assert health.last_success_at == later and health.latencies_ms == [12.5]
+
+
+def test_a_failed_probe_opens_the_circuit_again(runtime: Runtime, clock: FrozenClock) -> None:
+    _fail(runtime, clock, circuit.THRESHOLD)
+    later = clock() + circuit.OPEN_FOR + dt.timedelta(seconds=1)
+    with runtime.session() as session:
+        circuit.admit(session, "auth:443", later)
+        circuit.failed(session, "auth:443", later, "timeout", counts=True)
+        with pytest.raises(UpstreamUnavailable) as refused:
+            circuit.admit(session, "auth:443", later + dt.timedelta(seconds=1))
+    assert refused.value.retry_after == 29
