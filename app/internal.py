@@ -79,7 +79,10 @@ def _token_fields() -> dict[str, Any]:
         bad.insert(0, "app")
     if bad:
         raise InvalidRequest("invalid_fields", "Invalid or missing fields: " + ", ".join(bad))
-    return {name: body[name] for name in FIELDS if body.get(name) is not None}
+    fields = {name: body[name] for name in FIELDS if body.get(name) is not None}
+    if "min_ttl" in fields:
+        fields["min_ttl"] = int(fields["min_ttl"])
+    return fields
 
 
 def _valid(name: str, value: object) -> bool:
@@ -87,7 +90,11 @@ def _valid(name: str, value: object) -> bool:
     if value is None:
         return name != "app"
     if kind is int:
-        return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= limit
-    if not isinstance(value, str) or len(value) > limit or value.strip() != value:
+        # JSON has numbers, not integers: 60.0 is 60 (JSON Schema agrees), 60.5 is not.
+        whole = isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+        return whole and not isinstance(value, bool) and 0 <= value <= limit  # type: ignore[operator]
+    if not isinstance(value, str) or len(value) > limit:
         return False
-    return bool(value) or name in {"scope", "stale_token"}
+    if name in {"scope", "stale_token"}:
+        return True  # a scope is normalised; a stale token is only ever compared
+    return bool(value) and value.strip() == value

@@ -2,11 +2,128 @@
 
 from __future__ import annotations
 
-from flask import Blueprint
+import datetime as dt
+import os
+from typing import Any
+
+from flask import Blueprint, Response, jsonify, render_template, request, url_for
+
+from app.auth import operator_caller
+from app.db import runtime, session
+from app.openapi import document
+from vault import health, status
+from vault.clock import iso
+from vault.errors import InvalidRequest
+from vault.models import State
 
 bp = Blueprint("operator", __name__)
+PAGE_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; style-src 'self'; img-src 'self'; base-uri 'none'; "
+        "form-action 'self'; frame-ancestors 'none'"
+    ),
+    "Cache-Control": "no-store",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+}
 
 
 @bp.get("/healthz")
 def healthz() -> dict[str, str]:
     return {"status": "ok"}
+
+
+@bp.get("/readyz")
+def readyz() -> tuple[dict[str, Any], int, dict[str, str]]:
+    checks = health.readiness(runtime())
+    failing = [c.name for c in checks if not c.ok]
+    body: dict[str, Any] = {
+        "status": "unavailable" if failing else "ok",
+        "checks": {
+            c.name: {"ok": c.ok, **({"detail": c.detail} if c.detail else {})} for c in checks
+        },
+    }
+    if failing:
+        body["failing"] = failing
+    return body, 503 if failing else 200, {"Cache-Control": "no-store"}
+
+
+@bp.get("/status")
+def status_page() -> tuple[str, int, dict[str, str]]:
+    operator_caller()
+    data, tenants = _gather()
+
+    def page_url(**changes: Any) -> str:
+        return url_for("operator.status_page", **tenants.params(**changes))
+
+    html = render_template(
+        "status.html",
+        data=data,
+        filters=tenants,
+        states=[s.value for s in State],
+        page_url=page_url,
+        iso=iso,
+    )
+    return html, 200, PAGE_HEADERS
+
+
+@bp.get("/status.json")
+def status_json() -> tuple[Response, int, dict[str, str]]:
+    operator_caller()
+    data, _tenants = _gather()
+    return jsonify(_jsonable(data)), 200, {"Cache-Control": "no-store"}
+
+
+@bp.get("/metrics")
+def metrics() -> Response:
+    if not runtime().settings.metrics_public:
+        operator_caller()
+    from prometheus_client import (
+        CONTENT_TYPE_LATEST,
+        REGISTRY,
+        CollectorRegistry,
+        generate_latest,
+        multiprocess,
+    )
+
+    registry = REGISTRY
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()  # fresh per scrape: it reads every worker's files
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    response = Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@bp.get("/openapi.json")
+def openapi() -> Response:
+    return jsonify(document())
+
+
+def _gather() -> tuple[dict[str, Any], status.TenantFilter]:
+    tenants = _filter()
+    rt = runtime()
+    return status.gather(session(), rt.keyring, rt.clock(), tenants), tenants
+
+
+def _filter() -> status.TenantFilter:
+    args = request.args
+    page = args.get("page", "1")
+    state = args.get("state") or None
+    if not page.isdigit() or not 1 <= int(page) <= 1_000_000:
+        raise InvalidRequest("bad_page", "page must be a positive whole number")
+    if state is not None and state not in {s.value for s in State}:
+        raise InvalidRequest("bad_state", "state must be active, disabled or revoked")
+    text = {name: (args.get(name) or "").strip()[:128] or None for name in ("app", "q")}
+    return status.TenantFilter(app=text["app"], state=state, q=text["q"], page=int(page))
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dt.datetime):
+        return iso(value)
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_jsonable(v) for v in value]
+    return value

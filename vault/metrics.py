@@ -5,7 +5,9 @@ from __future__ import annotations
 from prometheus_client import Counter, Gauge, Histogram
 
 CALLBACKS = Counter(
-    "dv_callbacks_total", "Vendor callbacks by kind and result (outcome or error reason).", ["kind", "result"]
+    "dv_callbacks_total",
+    "Vendor callbacks by kind and result (outcome or error reason).",
+    ["kind", "result"],
 )
 TOKEN_REQUESTS = Counter(
     "dv_token_requests_total", "Token requests by result and source.", ["result", "source"]

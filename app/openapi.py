@@ -1,0 +1,392 @@
+"""The OpenAPI 3.1 description of every route: the contract, in machine-readable form."""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+JSON = "application/json"
+
+
+def _error(*codes: str, **extra: Any) -> dict[str, Any]:
+    properties: dict[str, Any] = {
+        "error": {"type": "string", "enum": list(codes)},
+        "message": {"type": "string"},
+    }
+    properties.update(extra)
+    return {"type": "object", "required": ["error"], "properties": properties}
+
+
+def _reply(
+    description: str, schema: dict[str, Any], headers: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    reply: dict[str, Any] = {"description": description, "content": {JSON: {"schema": schema}}}
+    if headers:
+        reply["headers"] = headers
+    return reply
+
+
+RETRY_AFTER = {
+    "Retry-After": {"schema": {"type": "integer", "minimum": 1}, "description": "seconds"}
+}
+WWW_AUTH = {"WWW-Authenticate": {"schema": {"type": "string"}}}
+STRING = {"type": "string"}
+NULLABLE = {"type": ["string", "null"]}
+CALLBACK_FIELDS = {
+    "delegationUserId": STRING,
+    "appId": STRING,
+    "appName": STRING,
+    "tenant": STRING,
+    "tenantId": STRING,
+    "userId": STRING,
+    "userEmail": STRING,
+    "requestId": STRING,
+    "version": STRING,
+    "language": STRING,
+    "timestamp": {"type": "string", "format": "date-time"},
+    "type": {"type": "string", "enum": ["install", "uninstall", "enable", "disable", "upgrade"]},
+}
+
+
+def _callback(kind: str) -> dict[str, Any]:
+    required = ["appId", "tenant", "tenantId", "requestId", "timestamp"]
+    required.append("delegationUserId" if kind == "config" else "type")
+    return {
+        "post": {
+            "tags": ["vendor"],
+            "summary": f"Seismic {'delegation-user-selected' if kind == 'config' else 'lifecycle'} callback",
+            "description": "Authenticated by x-seismic-signature: hex HMAC-SHA256 of the raw body with the app's signing secret.",
+            "security": [],
+            "parameters": [
+                {"name": "slug", "in": "path", "required": True, "schema": STRING},
+                {"name": "x-seismic-signature", "in": "header", "required": True, "schema": STRING},
+                {
+                    "name": "x-seismic-signature-old",
+                    "in": "header",
+                    "required": False,
+                    "schema": STRING,
+                },
+            ],
+            "requestBody": {
+                "required": True,
+                "content": {
+                    JSON: {
+                        "schema": {
+                            "type": "object",
+                            "required": required,
+                            "properties": CALLBACK_FIELDS,
+                        }
+                    }
+                },
+            },
+            "responses": {
+                "202": _reply(
+                    "Applied, unchanged, duplicate or stale; committed before the reply.",
+                    {
+                        "type": "object",
+                        "required": ["status"],
+                        "properties": {
+                            "status": {
+                                "type": "string",
+                                "enum": ["applied", "unchanged", "duplicate", "stale"],
+                            }
+                        },
+                    },
+                ),
+                "400": _reply("Body not JSON or not an object", _error("invalid_json")),
+                "401": _reply(
+                    "Bad signature, or timestamp outside the window",
+                    _error("invalid_signature", "request_expired"),
+                ),
+                "403": _reply("appId of another app", _error("app_mismatch")),
+                "404": _reply("Unknown slug", _error("unknown_app")),
+                "413": _reply("Body over 64 KiB", _error("payload_too_large")),
+                "422": _reply(
+                    "Missing or ill-typed fields",
+                    _error("invalid_payload", fields={"type": "array", "items": STRING}),
+                ),
+                "503": _reply("Database unavailable", _error("unavailable"), RETRY_AFTER),
+            },
+        }
+    }
+
+
+def _service_errors(*extra: tuple[str, str, dict[str, Any]]) -> dict[str, Any]:
+    responses = {
+        "401": _reply("No, unknown or revoked key", _error("unauthorized"), WWW_AUTH),
+        "403": _reply("Key not allowed for this app or tenant", _error("forbidden")),
+        "503": _reply(
+            "Database or token endpoint unavailable",
+            _error("unavailable", "upstream_unavailable"),
+            RETRY_AFTER,
+        ),
+    }
+    responses.update({code: _reply(text, schema) for code, text, schema in extra})
+    return responses
+
+
+TRIMMED = r"^\S(.*\S)?$"  # no leading or trailing white space
+TOKEN_REQUEST = {
+    "type": "object",
+    "required": ["app"],
+    "properties": {
+        "app": {"type": "string", "minLength": 1, "maxLength": 64, "pattern": TRIMMED},
+        "tenant": {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": 128,
+            "pattern": TRIMMED,
+            "description": "tenant name or tenantId; required for delegation apps and {tenant} token URLs",
+        },
+        "scope": {"type": "string", "maxLength": 1024, "description": "space separated"},
+        "min_ttl": {"type": "integer", "minimum": 0, "maximum": 3600, "default": 60},
+        "stale_token": {"type": "string", "maxLength": 16384},
+    },
+}
+TOKEN_REPLY = {
+    "type": "object",
+    "required": [
+        "access_token",
+        "token_type",
+        "expires_in",
+        "expires_at",
+        "scope",
+        "app",
+        "tenant",
+        "tenant_id",
+        "source",
+    ],
+    "properties": {
+        "access_token": STRING,
+        "token_type": STRING,
+        "expires_in": {"type": "integer"},
+        "expires_at": {"type": "string", "format": "date-time"},
+        "scope": STRING,
+        "app": STRING,
+        "tenant": NULLABLE,
+        "tenant_id": NULLABLE,
+        "source": {"type": "string", "enum": ["cache", "upstream"]},
+    },
+}
+OPERATOR_401 = _reply("No operator key", _error("unauthorized"), WWW_AUTH)
+OPERATOR = [{"operatorBasic": []}, {"operatorBearer": []}]
+
+
+@cache
+def document() -> dict[str, Any]:
+    token_errors = _service_errors(
+        (
+            "400",
+            "Bad JSON or fields, or scope outside the allowed scopes",
+            _error("invalid_request", "invalid_scope"),
+        ),
+        (
+            "404",
+            "Unknown app, or no delegated user stored (or revoked)",
+            _error("unknown_app", "no_delegation"),
+        ),
+        ("409", "Delegation suspended by a disable callback", _error("delegation_disabled")),
+        (
+            "502",
+            "The token endpoint answered an OAuth error",
+            _error("upstream_rejected", upstream_error=STRING, upstream_status={"type": "integer"}),
+        ),
+    )
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Delegation Vault",
+            "version": "1",
+            "description": "Verifies Seismic delegation callbacks, keeps them encrypted and brokers OAuth access tokens for internal services.",
+        },
+        "components": {
+            "securitySchemes": {
+                "serviceKey": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "a service key (dvk_...)",
+                },
+                "operatorBearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "an operator key",
+                },
+                "operatorBasic": {
+                    "type": "http",
+                    "scheme": "basic",
+                    "description": "any user name, an operator key as password",
+                },
+            }
+        },
+        "paths": {
+            "/api/v1/applications/{slug}/config": _callback("config"),
+            "/api/v1/applications/{slug}/lifecycle": _callback("lifecycle"),
+            "/internal/v1/token": {
+                "post": {
+                    "tags": ["internal"],
+                    "summary": "An access token for a tenant (cached, refreshed before expiry)",
+                    "security": [{"serviceKey": []}],
+                    "requestBody": {"required": True, "content": {JSON: {"schema": TOKEN_REQUEST}}},
+                    "responses": {
+                        "200": _reply("A token valid for at least min_ttl seconds", TOKEN_REPLY),
+                        **token_errors,
+                    },
+                }
+            },
+            "/internal/v1/delegations/{slug}/{tenant}": {
+                "get": {
+                    "tags": ["internal"],
+                    "summary": "The stored delegation of a tenant",
+                    "security": [{"serviceKey": []}],
+                    "parameters": [
+                        {"name": "slug", "in": "path", "required": True, "schema": STRING},
+                        {"name": "tenant", "in": "path", "required": True, "schema": STRING},
+                    ],
+                    "responses": {
+                        "200": _reply(
+                            "The delegation",
+                            {
+                                "type": "object",
+                                "required": [
+                                    "app",
+                                    "tenant",
+                                    "tenant_id",
+                                    "state",
+                                    "delegation_user_id",
+                                    "updated_at",
+                                ],
+                                "properties": {
+                                    "app": STRING,
+                                    "tenant": STRING,
+                                    "tenant_id": STRING,
+                                    "state": {
+                                        "type": "string",
+                                        "enum": ["active", "disabled", "revoked"],
+                                    },
+                                    "delegation_user_id": NULLABLE,
+                                    "updated_at": {"type": "string", "format": "date-time"},
+                                },
+                            },
+                        ),
+                        **_service_errors(
+                            (
+                                "404",
+                                "Unknown app or no delegation",
+                                _error("unknown_app", "no_delegation"),
+                            )
+                        ),
+                    },
+                }
+            },
+            "/healthz": {
+                "get": {
+                    "tags": ["operator"],
+                    "summary": "Process alive (no database access)",
+                    "security": [],
+                    "responses": {
+                        "200": _reply(
+                            "Alive", {"type": "object", "properties": {"status": {"const": "ok"}}}
+                        )
+                    },
+                }
+            },
+            "/readyz": {
+                "get": {
+                    "tags": ["operator"],
+                    "summary": "Database, schema and keyring ready",
+                    "security": [],
+                    "responses": {
+                        "200": _reply("Ready", {"type": "object"}),
+                        "503": _reply(
+                            "Not ready; the failing checks are named",
+                            {"type": "object", "required": ["failing"]},
+                        ),
+                    },
+                }
+            },
+            "/status": {
+                "get": {
+                    "tags": ["operator"],
+                    "summary": "Status page (HTML)",
+                    "security": OPERATOR,
+                    "parameters": [
+                        {"name": "app", "in": "query", "schema": STRING},
+                        {
+                            "name": "state",
+                            "in": "query",
+                            "schema": {"type": "string", "enum": ["active", "disabled", "revoked"]},
+                        },
+                        {
+                            "name": "q",
+                            "in": "query",
+                            "schema": STRING,
+                            "description": "tenant name or id contains",
+                        },
+                        {
+                            "name": "page",
+                            "in": "query",
+                            "schema": {"type": "integer", "minimum": 1},
+                        },
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "The page",
+                            "content": {"text/html": {"schema": STRING}},
+                        },
+                        "400": _reply("Bad page or state", _error("invalid_request")),
+                        "401": OPERATOR_401,
+                        "503": _reply("Database unavailable", _error("unavailable"), RETRY_AFTER),
+                    },
+                }
+            },
+            "/status.json": {
+                "get": {
+                    "tags": ["operator"],
+                    "summary": "The status page's data",
+                    "security": OPERATOR,
+                    "responses": {
+                        "200": _reply(
+                            "Status",
+                            {
+                                "type": "object",
+                                "required": [
+                                    "attention",
+                                    "apps",
+                                    "tenants",
+                                    "rejections",
+                                    "tokens",
+                                    "upstreams",
+                                    "keyring",
+                                ],
+                            },
+                        ),
+                        "400": _reply("Bad page or state", _error("invalid_request")),
+                        "401": OPERATOR_401,
+                        "503": _reply("Database unavailable", _error("unavailable"), RETRY_AFTER),
+                    },
+                }
+            },
+            "/metrics": {
+                "get": {
+                    "tags": ["operator"],
+                    "summary": "Prometheus metrics (public when DV_METRICS_PUBLIC=1)",
+                    "security": OPERATOR,
+                    "responses": {
+                        "200": {
+                            "description": "Prometheus text format",
+                            "content": {"text/plain": {"schema": STRING}},
+                        },
+                        "401": OPERATOR_401,
+                    },
+                }
+            },
+            "/openapi.json": {
+                "get": {
+                    "tags": ["operator"],
+                    "summary": "This document",
+                    "security": [],
+                    "responses": {"200": _reply("OpenAPI 3.1", {"type": "object"})},
+                }
+            },
+        },
+    }

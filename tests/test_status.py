@@ -1,0 +1,163 @@
+"""The status page and its JSON: attention first, masked ids, pagination and filters, no secrets."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from flask.testing import FlaskClient
+from sqlalchemy import insert
+
+from tests.builders import (
+    CLIENT_SECRET,
+    SIGNING_SECRET,
+    USER,
+    create_key,
+    lifecycle_body,
+)
+from tests.support.clock import FrozenClock
+from tests.support.oauth_server import TokenServer
+from tests.token_fixtures import LIFECYCLE, ask, deliver
+from vault import apps
+from vault.models import Delegation, UpstreamHealth
+from vault.runtime import Runtime
+from vault.sealing import row_aad
+
+pytestmark = pytest.mark.usefixtures("delegated")
+
+
+@pytest.fixture
+def operator(runtime: Runtime) -> dict[str, str]:
+    return {"Authorization": f"Bearer {create_key(runtime, 'ops', role='operator')}"}
+
+
+def seed_tenants(runtime: Runtime, count: int, state: str = "active") -> None:
+    """Many delegations at once, each with its user id encrypted as the receiver would."""
+    now = runtime.clock()
+    with runtime.session() as session:
+        app_id = apps.get_app(session, "zendesk").id
+        rows = []
+        for i in range(count):
+            row = Delegation(app_id=app_id, tenant=f"bulk{i:05d}", tenant_id=f"tid-bulk-{i:05d}")
+            rows.append({
+                "app_id": app_id, "tenant": row.tenant, "tenant_id": row.tenant_id, "state": state,
+                "delegation_user_id": runtime.keyring.encrypt(f"user-{i:05d}-abcdef", row_aad(row, "delegation_user_id")),
+                "version": 1, "vendor_timestamp": now, "request_id": f"r{i}", "updated_at": now,
+                "last_callback_at": now, "last_callback_result": "delegation:applied",
+            })  # fmt: skip
+        session.execute(insert(Delegation), rows)
+        session.commit()
+
+
+def test_the_page_shows_masked_users_and_no_secret_or_token(
+    client: FlaskClient, operator: dict[str, str], key: str, oauth: TokenServer
+) -> None:
+    token = ask(client, key).json["access_token"]
+    response = client.get("/status", headers=operator)
+    html = response.get_data(as_text=True)
+    assert response.status_code == 200
+    assert "b48d…9aa7" in html and "intdev2" in html and "zendesk" in html
+    for secret in (USER, CLIENT_SECRET, SIGNING_SECRET, token, key):
+        assert secret not in html
+    assert response.headers["Content-Security-Policy"].startswith("default-src 'none'")
+    assert response.headers["Cache-Control"] == "no-store"
+    assert "<script" not in html and "style=" not in html
+
+
+def test_all_is_well_when_nothing_needs_attention(
+    client: FlaskClient, operator: dict[str, str]
+) -> None:
+    data = client.get("/status.json", headers=operator).json
+    assert data["attention"] == []
+    assert 'id="all-well"' in client.get("/status", headers=operator).get_data(as_text=True)
+
+
+def test_attention_lists_open_circuits_rejections_old_keys_and_disabled_tenants(
+    client: FlaskClient, runtime: Runtime, operator: dict[str, str], clock: FrozenClock
+) -> None:
+    from vault.crypto import new_key_entry, parse_keyring
+
+    with runtime.session() as session:
+        session.add(UpstreamHealth(host="auth.example.com", consecutive_failures=5, last_error="http_503",
+                                   last_error_at=clock(), circuit_open_until=clock() + dt.timedelta(seconds=30),
+                                   latencies_ms=[]))  # fmt: skip
+        session.commit()
+    client.post(
+        "/api/v1/applications/zendesk/config", data=b"{}", headers={"x-seismic-signature": "00"}
+    )
+    clock.advance(1)
+    deliver(client, lifecycle_body(clock(), "disable"), LIFECYCLE)
+    runtime.keyring = parse_keyring([new_key_entry("test2"), _entry_of(runtime, "test1")])
+    texts = [
+        item["text"] for item in client.get("/status.json", headers=operator).json["attention"]
+    ]
+    assert any("Circuit to auth.example.com is open" in t for t in texts)
+    assert any("1 callbacks rejected" in t for t in texts)
+    assert any("still under old keys" in t for t in texts)
+    assert any("1 tenants disabled" in t for t in texts)
+    levels = [
+        item["level"] for item in client.get("/status.json", headers=operator).json["attention"]
+    ]
+    assert levels == sorted(levels, key=["critical", "warning", "info"].index)
+
+
+def _entry_of(runtime: Runtime, kid: str) -> str:
+    import base64
+
+    key = dict(runtime.keyring.keys)[kid]
+    return f"{kid}:{base64.b64encode(key).decode()}"
+
+
+def test_tenants_are_paginated_and_filtered(
+    client: FlaskClient, runtime: Runtime, operator: dict[str, str]
+) -> None:
+    seed_tenants(runtime, 120)
+    first = client.get("/status.json", headers=operator).json["tenants"]
+    assert (first["total"], first["pages"], len(first["items"])) == (121, 3, 50)
+    last = client.get("/status.json?page=3", headers=operator).json["tenants"]
+    assert len(last["items"]) == 21
+    found = client.get("/status.json?q=bulk0011", headers=operator).json["tenants"]
+    assert [t["tenant"] for t in found["items"]] == [f"bulk{i:05d}" for i in range(110, 120)]
+    assert found["items"][0]["delegated_user"] == "user…cdef"
+    revoked = client.get("/status.json?state=revoked", headers=operator).json["tenants"]
+    assert revoked["total"] == 0
+    html = client.get("/status?q=bulk&page=2", headers=operator).get_data(as_text=True)
+    assert 'href="/status?q=bulk&amp;page=3"' in html and 'href="/status?q=bulk"' in html
+
+
+@pytest.mark.parametrize("query", ["page=0", "page=x", "state=gone", "page=-1"])
+def test_bad_filters_are_400(client: FlaskClient, operator: dict[str, str], query: str) -> None:
+    response = client.get(f"/status?{query}", headers=operator)
+    assert (response.status_code, response.json["error"]) == (400, "invalid_request")
+
+
+def test_tokens_and_upstream_health_are_listed_with_time_left(
+    client: FlaskClient, operator: dict[str, str], key: str, oauth: TokenServer, clock: FrozenClock
+) -> None:
+    ask(client, key)
+    clock.advance(600)
+    data = client.get("/status.json", headers=operator).json
+    assert data["tokens"]["total"] == 1
+    assert data["tokens"]["soonest"][0]["seconds_left"] == 3000
+    (upstream,) = data["upstreams"]
+    assert upstream["circuit"] == "closed" and upstream["last_success_at"]
+    assert "access_token" not in str(data)
+
+
+def test_keyring_rows_are_counted_per_key(client: FlaskClient, operator: dict[str, str]) -> None:
+    ring = client.get("/status.json", headers=operator).json["keyring"]
+    assert ring["primary"] == "test1" and ring["rows_per_key"]["test1"] >= 4
+    assert ring["problem"] is None
+
+
+def test_markup_in_stored_names_is_escaped_on_the_page(
+    client: FlaskClient, runtime: Runtime, operator: dict[str, str]
+) -> None:
+    # Callbacks refuse such tenant names; a row written some other way must still be inert.
+    seed_tenants(runtime, 1)
+    with runtime.session() as session:
+        row = session.query(Delegation).filter_by(tenant="bulk00000").one()
+        row.tenant = "<script>x</script>"
+        session.commit()
+    html = client.get("/status?q=script", headers=operator).get_data(as_text=True)
+    assert "<script>x</script>" not in html and "&lt;script&gt;x&lt;/script&gt;" in html
