@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -75,6 +79,58 @@ def shared(
         "PROMETHEUS_MULTIPROC_DIR": "",
     }
     yield env, key
+
+
+# One worker process: build the app from the environment, warm it up, say "ready", wait for "go"
+# on standard input, ask for a token, print the answer. The key comes by environment, not argv.
+WORKER = """
+import json, os, sys
+from app import create_app
+client = create_app().test_client()
+auth = {"Authorization": "Bearer " + os.environ["TEST_SERVICE_KEY"]}
+assert client.get("/internal/v1/delegations/zendesk/intdev2", headers=auth).status_code == 200
+print("ready", flush=True)
+sys.stdin.readline()
+answer = client.post("/internal/v1/token", json={"app": "zendesk", "tenant": "intdev2"}, headers=auth)
+print(json.dumps([answer.status_code, answer.get_json().get("access_token")]), flush=True)
+"""
+
+
+def test_four_processes_sharing_one_database_make_one_upstream_call(
+    shared: tuple[dict[str, str], str], oauth: TokenServer, tmp_path: Path
+) -> None:
+    env, key = shared
+    oauth.default = Reply(delay=0.5)  # widen the window in which the others miss too
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", WORKER],
+            env={**os.environ, **env, "TEST_SERVICE_KEY": key},
+            cwd=Path(__file__).resolve().parents[1],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(4)
+    ]
+    try:
+        for process in processes:
+            assert process.stdout is not None
+            assert process.stdout.readline().strip() == "ready", process.stderr
+        for process in processes:  # all at once: communicate() would wait for each in turn
+            assert process.stdin is not None
+            process.stdin.write("go\n")
+            process.stdin.flush()
+        outputs = [process.communicate(timeout=60) for process in processes]
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    results = [json.loads(out.splitlines()[-1]) for out, _err in outputs]
+    assert [status for status, _ in results] == [200] * 4, outputs
+    assert len({token for _, token in results}) == 1
+    assert oauth.calls == 1
 
 
 @pytest.mark.slow
