@@ -21,22 +21,26 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import func, select
+import httpx
+from sqlalchemy import func, insert, select
 
 from tests import builders
-from tests.support import postgres
-from vault import migrate
+from tests.support import oauth_server, postgres
+from vault import apps, migrate
 from vault.clock import iso
 from vault.crypto import new_key_entry, parse_keyring
-from vault.models import ProcessedRequest
+from vault.models import Delegation, ProcessedRequest
 from vault.runtime import Runtime, ensure_key_check
+from vault.sealing import row_aad
 from vault.settings import Settings
 from vault.signatures import sign
 
@@ -228,6 +232,111 @@ def bench_callbacks(db: Database, args: argparse.Namespace, workdir: Path) -> di
     return {**result, "committed": stored, "worker_rss_mb": rss}
 
 
+def seed_delegations(rt: Runtime, count: int) -> None:
+    """``count`` active delegations, user ids encrypted as the receiver stores them."""
+    now = rt.clock()
+    with rt.session() as session:
+        app_id = apps.get_app(session, "zendesk").id
+        for start in range(0, count, 5000):
+            rows = []
+            for i in range(start, min(count, start + 5000)):
+                row = Delegation(
+                    app_id=app_id, tenant=f"tenant{i}", tenant_id=str(uuid.UUID(int=i + 1))
+                )
+                user = rt.keyring.encrypt(str(uuid.uuid4()), row_aad(row, "delegation_user_id"))
+                rows.append({
+                    "app_id": app_id, "tenant": row.tenant, "tenant_id": row.tenant_id,
+                    "state": "active", "delegation_user_id": user, "version": 1,
+                    "vendor_timestamp": now, "request_id": f"seed-{i}", "updated_at": now,
+                    "last_callback_at": now, "last_callback_result": "delegation:applied",
+                })  # fmt: skip
+            session.execute(insert(Delegation), rows)
+            session.commit()
+
+
+def token_lines(path: Path, key: str, tenants: int, count: int = 20_000) -> Path:
+    with path.open("w") as out:
+        for i in range(count):
+            body = json.dumps(
+                {"app": "zendesk", "tenant": f"tenant{i % tenants}"}, separators=(",", ":")
+            )
+            out.write(f"/internal/v1/token {key} {body}\n")
+    return path
+
+
+def bench_tokens(
+    db: Database, args: argparse.Namespace, workdir: Path, stored: int, spread: int
+) -> dict[str, object]:
+    """The cached-token path: ``stored`` delegations, requests spread over ``spread`` tenants."""
+    keys = new_key_entry("bench1")
+    rt = runtime_for(db, keys, workdir)
+    with oauth_server.serving() as oauth:
+        builders.register_app(rt, token_url=oauth.url)
+        key = builders.create_key(rt, "bench")
+        seed_delegations(rt, stored)
+        rt.close()
+        lines = token_lines(workdir / "tokens.txt", key, spread)
+        with gunicorn("app.wsgi:app", service_env(db, keys, workdir)) as server:
+            warm(server.url, key, spread)
+            warmed = oauth.calls
+            result = wrk(server.url, lines, "token", args.duration, args.connections)
+            rss = server.worker_rss_mb()
+        return {
+            **result,
+            "delegations": stored,
+            "tenants": spread,
+            "upstream_calls_during_run": oauth.calls - warmed,
+            "worker_rss_mb": rss,
+        }
+
+
+def warm(url: str, key: str, tenants: int) -> None:
+    """Fill both cache levels of both workers: every tenant once per worker, more or less."""
+    with httpx.Client(
+        base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=30
+    ) as client:
+        for _round in range(3):
+            for i in range(tenants):
+                reply = client.post(
+                    "/internal/v1/token", json={"app": "zendesk", "tenant": f"tenant{i}"}
+                )
+                reply.raise_for_status()
+
+
+def bench_cold_burst(db: Database, workdir: Path, callers: int = 200) -> dict[str, object]:
+    """``callers`` concurrent requests for one uncached key: upstream calls and the slowest wait."""
+    keys = new_key_entry("bench1")
+    rt = runtime_for(db, keys, workdir)
+    with oauth_server.serving() as oauth:
+        builders.register_app(rt, token_url=oauth.url)
+        key = builders.create_key(rt, "bench")
+        seed_delegations(rt, 1)
+        rt.close()
+        round_trip = 0.2
+        oauth.default = oauth_server.Reply(delay=round_trip)
+        with gunicorn("app.wsgi:app", service_env(db, keys, workdir)) as server:
+            barrier = threading.Barrier(callers)
+
+            def one(_: int) -> float:
+                with httpx.Client(timeout=30) as client:
+                    barrier.wait()
+                    started = time.monotonic()
+                    reply = client.post(
+                        server.url + "/internal/v1/token", json={"app": "zendesk", "tenant": "tenant0"},
+                        headers={"Authorization": f"Bearer {key}"},
+                    )  # fmt: skip
+                    reply.raise_for_status()
+                    return time.monotonic() - started
+
+            with ThreadPoolExecutor(callers) as pool:
+                waits = sorted(pool.map(one, range(callers)))
+        return {
+            "callers": callers, "upstream_calls": oauth.calls, "upstream_round_trip_ms": round_trip * 1000,
+            "slowest_ms": round(waits[-1] * 1000, 1), "median_ms": round(waits[len(waits) // 2] * 1000, 1),
+            "slowest_over_round_trip_ms": round((waits[-1] - round_trip) * 1000, 1),
+        }  # fmt: skip
+
+
 def bench_floor(args: argparse.Namespace, workdir: Path) -> dict[str, object]:
     lines = callback_lines(workdir / "floor.txt", 1000, tenants=1000)
     with gunicorn("tests.perf.floor:app", {}) as server:
@@ -257,15 +366,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=int, default=10, help="seconds per configuration")
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--callbacks", type=int, default=60_000, help="prepared callbacks")
-    parser.add_argument("--only", default="", help="comma-separated configuration names")
+    parser.add_argument("--delegations", type=int, default=100_000, help="stored for tokens-100k")
+    parser.add_argument("--only", default="", help=f"comma-separated, of: {', '.join(CONFIGS)}")
     args = parser.parse_args(argv)
     if shutil.which("wrk") is None:
         print("wrk is not installed (apt-get install wrk)", file=sys.stderr)
         return 1
-    wanted = set(filter(None, args.only.split(","))) or {
-        "callbacks-sqlite", "callbacks-postgresql",
-    }  # fmt: skip
-    engines = {name.rsplit("-", 1)[1] for name in wanted if "-" in name}
+    wanted = set(filter(None, args.only.split(","))) or set(CONFIGS)
+    unknown = wanted - set(CONFIGS)
+    if unknown:
+        parser.error(f"unknown configurations: {', '.join(sorted(unknown))}")
+    engines = {name.rsplit("-", 1)[1] for name in wanted}
     with (
         tempfile.TemporaryDirectory(prefix="dv-bench-") as tmp,
         databases(engines, Path(tmp)) as dbs,
@@ -274,9 +385,23 @@ def main(argv: list[str] | None = None) -> int:
         floor = bench_floor(args, workdir)
         emit("floor", floor, None)
         for engine in ("sqlite", "postgresql"):
+            if f"tokens-{engine}" in wanted:
+                emit(f"tokens-{engine}", bench_tokens(dbs[engine](), args, workdir, 1, 1), floor)
+            if f"tokens-100k-{engine}" in wanted:
+                result = bench_tokens(dbs[engine](), args, workdir, args.delegations, 1000)
+                emit(f"tokens-100k-{engine}", result, floor)
             if f"callbacks-{engine}" in wanted:
                 emit(f"callbacks-{engine}", bench_callbacks(dbs[engine](), args, workdir), floor)
+            if f"cold-burst-{engine}" in wanted:
+                emit(f"cold-burst-{engine}", bench_cold_burst(dbs[engine](), workdir), None)
     return 0
+
+
+CONFIGS = [
+    f"{kind}-{engine}"
+    for engine in ("sqlite", "postgresql")
+    for kind in ("tokens", "tokens-100k", "callbacks", "cold-burst")
+]
 
 
 if __name__ == "__main__":
