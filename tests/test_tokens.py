@@ -259,3 +259,33 @@ def test_client_credentials_apps_need_no_delegation(
     assert sent.headers["authorization"].startswith("Basic ")
     assert sent.client_secret == "client-secret-for-tests-3f9a1c"
     assert response.json["tenant"] is None and TENANT not in oauth.requests[-1].path
+
+
+def test_a_stale_token_evicted_through_one_worker_is_not_served_by_another(
+    client: FlaskClient, runtime: Runtime, key: str, oauth: TokenServer, clock: FrozenClock
+) -> None:
+    from app import create_app
+
+    other = Runtime.build(runtime.settings, keyring=runtime.keyring, clock=clock)
+    try:
+        second = create_app(runtime=other).test_client()
+        first = ask(client, key).json["access_token"]
+        assert ask(second, key).json["access_token"] == first  # now in both process caches
+        fresh = ask(client, key, stale_token=first).json["access_token"]
+        assert fresh != first
+        again = ask(second, key).json
+        assert (again["access_token"], again["source"], oauth.calls) == (fresh, "cache", 2)
+    finally:
+        other.close()
+
+
+def test_a_cached_token_the_keyring_cannot_open_is_a_miss_not_an_error(
+    client: FlaskClient, runtime: Runtime, key: str, oauth: TokenServer
+) -> None:
+    ask(client, key)
+    with runtime.session() as session, writing(session):
+        row = session.scalars(select(CachedToken)).one()
+        row.access_token = "dv1:gone:" + row.access_token.split(":", 2)[2]
+    for_runtime(runtime).local = type(for_runtime(runtime).local)()
+    response = ask(client, key)
+    assert (response.status_code, response.json["source"], oauth.calls) == (200, "upstream", 2)

@@ -14,6 +14,7 @@ import dataclasses
 import datetime as dt
 import hashlib
 import hmac
+import logging
 import threading
 import time
 from collections import OrderedDict
@@ -24,6 +25,7 @@ from sqlalchemy.orm import Session
 from vault import apps, circuit, delegations, metrics
 from vault.db import writing
 from vault.errors import (
+    DecryptionError,
     DelegationDisabled,
     InvalidRequest,
     InvalidScope,
@@ -40,6 +42,7 @@ from vault.singleflight import KeyLocks
 from vault.upstream import Token, TokenRequest, Upstream, host
 
 LOCAL_ENTRIES = 10_000
+log = logging.getLogger("delegation_vault.tokens")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,6 +61,7 @@ class Cached:
     scope: str
     expires_at: dt.datetime
     obtained_at: dt.datetime
+    sealed: str = ""  # the ciphertext in the shared row: tells whether this copy is current
 
     def fresh_for(self, now: dt.datetime, min_ttl: int, margin: int) -> bool:
         """Serve while more than max(min_ttl, margin capped at half the lifetime) is left."""
@@ -163,43 +167,61 @@ class Tokens:
                 if waited:
                     metrics.SINGLE_FLIGHT_WAITS.inc()
                 return self._issued(target, found, "cache")
-            fetched = self._fetch(session, target)
-            self._store(session, target, key, fetched)
+            fetched = self._store(session, target, key, self._fetch(session, target))
         return self._issued(target, fetched, "upstream")
 
     # -- cache levels --------------------------------------------------------------------------
 
     def _cached(self, session: Session, key: str, now: dt.datetime, min_ttl: int) -> Cached | None:
-        margin = self.rt.settings.token_refresh_margin
-        local = self.local.get(key)
-        if local is not None and local.fresh_for(now, min_ttl, margin):
-            return local
-        shared = self._shared(session, key)
-        if shared is None or not shared.fresh_for(now, min_ttl, margin):
-            return None
-        self.local.put(key, shared)
-        return shared
+        """The cached token if it is fresh enough, checked against the shared row on every hit.
 
-    def _shared(self, session: Session, key: str) -> Cached | None:
-        """The token_cache row for ``key``, decrypted, read in a transaction of its own."""
+        The process copy is served only while the shared row still holds the same ciphertext,
+        so a token evicted or replaced by another worker (a stale_token report) is never served
+        here again; the read is one primary-key look-up, decryption is skipped on a match.
+        """
+        row = self._row(session, key)
+        if row is None:
+            self.local.drop(key)
+            return None
+        found = self.local.get(key)
+        if found is None or found.sealed != row.access_token:
+            found = self._open(row)
+            if found is None:
+                return None
+            self.local.put(key, found)
+        margin = self.rt.settings.token_refresh_margin
+        return found if found.fresh_for(now, min_ttl, margin) else None
+
+    @staticmethod
+    def _row(session: Session, key: str) -> CachedToken | None:
+        """The token_cache row for ``key``, read in a transaction of its own and detached."""
         try:
             row = session.get(CachedToken, key, populate_existing=True)
-            if row is None:
-                return None
-            return Cached(
-                access_token=self.rt.keyring.decrypt_text(
-                    row.access_token, row_aad(row, "access_token")
-                ),
-                token_type=row.token_type,
-                scope=row.scope,
-                expires_at=row.expires_at,
-                obtained_at=row.obtained_at,
-            )
+            if row is not None:
+                session.expunge(row)
+            return row
         finally:
             session.rollback()
 
+    def _open(self, row: CachedToken) -> Cached | None:
+        """Decrypt a row; one the keyring cannot open is a miss (it is overwritten on refresh)."""
+        try:
+            token = self.rt.keyring.decrypt_text(row.access_token, row_aad(row, "access_token"))
+        except DecryptionError:
+            log.warning("cached token could not be decrypted; fetching a new one")
+            return None
+        return Cached(
+            access_token=token,
+            token_type=row.token_type,
+            scope=row.scope,
+            expires_at=row.expires_at,
+            obtained_at=row.obtained_at,
+            sealed=row.access_token,
+        )
+
     def _evict_if_current(self, session: Session, key: str, presented: str) -> None:
-        cached = self.local.get(key) or self._shared(session, key)
+        row = self._row(session, key)
+        cached = self._open(row) if row is not None else None
         current = cached.access_token if cached else None
         if current is None or not hmac.compare_digest(current.encode(), presented.encode()):
             return
@@ -207,8 +229,7 @@ class Tokens:
         with writing(session):
             session.execute(delete(CachedToken).where(CachedToken.cache_key == key))
 
-    def _store(self, session: Session, target: Target, key: str, token: Cached) -> None:
-        self.local.put(key, token)
+    def _store(self, session: Session, target: Target, key: str, token: Cached) -> Cached:
         with writing(session):
             row = CachedToken(
                 cache_key=key,
@@ -226,6 +247,9 @@ class Tokens:
                 token.access_token, row_aad(row, "access_token")
             )
             session.merge(row)
+        stored = dataclasses.replace(token, sealed=row.access_token)
+        self.local.put(key, stored)
+        return stored
 
     # -- upstream ------------------------------------------------------------------------------
 
@@ -241,7 +265,11 @@ class Tokens:
             scope=target.scope,
         )
         where = host(request)
-        circuit.admit(session, where, self.rt.clock())
+        try:
+            circuit.admit(session, where, self.rt.clock())
+        except UpstreamUnavailable:
+            metrics.TOKEN_REQUESTS.labels("circuit_open", "upstream").inc()
+            raise
         current, previous = apps.client_secrets(self.rt.keyring, app)
         started = time.monotonic()
         try:
@@ -282,7 +310,7 @@ class Tokens:
 def resolve(session: Session, runtime: Runtime, caller: Caller, query: TokenQuery) -> Target:
     """Check the caller and the delegation; raise the contract's error for each refusal."""
     caller.require_app(query.app)
-    app = apps.get_app(session, query.app)
+    app, row = delegations.lookup(session, query.app, query.tenant)
     scope = normalise_scope(query.scope if query.scope is not None else app.default_scope)
     if not within(scope, app.allowed_scopes):
         raise InvalidScope()
@@ -294,7 +322,6 @@ def resolve(session: Session, runtime: Runtime, caller: Caller, query: TokenQuer
         return Target(app, query.tenant, None, None, 0, scope)
     if not query.tenant:
         raise InvalidRequest("tenant_required", "A delegation app needs a tenant.")
-    row = delegations.find(session, app, query.tenant)
     caller.require_tenant(query.tenant, *((row.tenant, row.tenant_id) if row else ()))
     if row is None or row.state == State.REVOKED or not row.delegation_user_id:
         raise NoDelegation()
