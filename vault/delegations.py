@@ -7,7 +7,7 @@ import datetime as dt
 import enum
 from collections.abc import Mapping
 
-from sqlalchemy import and_, bindparam, case, delete, or_, select
+from sqlalchemy import bindparam, case, delete, select, union_all
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -224,21 +224,29 @@ def lookup(session: Session, slug: str, tenant: str | None) -> tuple[App, Delega
 
 
 _by_id = Delegation.tenant_id == bindparam("tenant")
-_FIND = (
-    select(Delegation)
-    .where(Delegation.app_id == bindparam("app_id"))
-    .where(or_(_by_id, Delegation.tenant == bindparam("tenant")))
-    .order_by(case((_by_id, 0), else_=1), Delegation.updated_at.desc())
-    .limit(1)
+# Two index look-ups joined by UNION ALL: an OR of the two columns would make SQLite scan every
+# delegation of the app (measured: 51 token requests/s with 100,000 tenants, against 1,086 with one).
+_CANDIDATES = union_all(
+    select(Delegation.id).where(Delegation.app_id == bindparam("app_id"), _by_id),
+    select(Delegation.id).where(
+        Delegation.app_id == bindparam("app_id"), Delegation.tenant == bindparam("tenant")
+    ),
 )
+_APP_CANDIDATES = union_all(
+    select(Delegation.id)
+    .join(App, App.id == Delegation.app_id)
+    .where(App.slug == bindparam("slug"), _by_id),
+    select(Delegation.id)
+    .join(App, App.id == Delegation.app_id)
+    .where(App.slug == bindparam("slug"), Delegation.tenant == bindparam("tenant")),
+)
+_ORDER = (case((_by_id, 0), else_=1), Delegation.updated_at.desc())
+_FIND = select(Delegation).where(Delegation.id.in_(_CANDIDATES)).order_by(*_ORDER).limit(1)
 _LOOKUP = (
     select(App, Delegation)
-    .outerjoin(
-        Delegation,
-        and_(Delegation.app_id == App.id, or_(_by_id, Delegation.tenant == bindparam("tenant"))),
-    )
+    .outerjoin(Delegation, Delegation.id.in_(_APP_CANDIDATES))  # candidates are the app's only
     .where(App.slug == bindparam("slug"))
-    .order_by(case((_by_id, 0), else_=1), Delegation.updated_at.desc())
+    .order_by(*_ORDER)
     .limit(1)
 )
 
