@@ -12,7 +12,7 @@ from app.db import runtime, session
 from app.logs import note
 from vault import apps, delegations, tokens
 from vault.clock import iso
-from vault.errors import InvalidRequest, NoDelegation
+from vault.errors import InvalidRequest, NoDelegation, UnknownApp
 
 bp = Blueprint("internal", __name__)
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
@@ -52,9 +52,11 @@ def token() -> tuple[dict[str, Any], int, dict[str, str]]:
 def delegation(slug: str, tenant: str) -> tuple[dict[str, Any], int, dict[str, str]]:
     caller = service_caller()
     caller.require_app(slug)
+    if not _valid("app", slug):  # e.g. NUL, which PostgreSQL refuses: no such app, no query
+        raise UnknownApp()
     db = session()
     app = apps.get_app(db, slug)
-    row = delegations.find(db, app, tenant)
+    row = delegations.find(db, app, tenant) if _valid("tenant", tenant) else None
     caller.require_tenant(tenant, *((row.tenant, row.tenant_id) if row else ()))
     if row is None:
         raise NoDelegation()
@@ -93,8 +95,9 @@ def _valid(name: str, value: object) -> bool:
         # JSON has numbers, not integers: 60.0 is 60 (JSON Schema agrees), 60.5 is not.
         whole = isinstance(value, int) or (isinstance(value, float) and value.is_integer())
         return whole and not isinstance(value, bool) and 0 <= value <= limit  # type: ignore[operator]
-    if not isinstance(value, str) or len(value) > limit:
+    # NUL never: PostgreSQL refuses it in text, which would look like a database outage.
+    if not isinstance(value, str) or len(value) > limit or "\x00" in value:
         return False
     if name in {"scope", "stale_token"}:
         return True  # a scope is normalised; a stale token is only ever compared
-    return bool(value) and value.strip() == value
+    return bool(value) and value.strip() == value and value.isprintable()

@@ -185,3 +185,37 @@ def test_delegation_lookup_returns_the_full_user_to_allowed_callers(
 def test_keys_in_the_query_string_are_refused(client: FlaskClient, key: str) -> None:
     response = client.post(f"{TOKEN}?key={key}", json={"app": "zendesk", "tenant": TENANT})
     assert response.status_code == 400
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"tenant": "a\u0000b"},
+        {"app": "zen\u0000desk"},
+        {"scope": "a\u0000"},
+        {"stale_token": "a\u0000"},
+    ],
+    ids=["tenant", "app", "scope", "stale-token"],
+)
+def test_control_characters_are_400_on_every_engine(
+    client: FlaskClient, key: str, fields: dict[str, str]
+) -> None:
+    response = ask(client, key, **fields)
+    assert (response.status_code, response.json["error"]) == (400, "invalid_request")
+
+
+@pytest.mark.parametrize(
+    ("path", "error"),
+    [
+        ("zendesk/a%00b", "no_delegation"),
+        ("zendesk/" + "t" * 200, "no_delegation"),
+        ("zen%00desk/intdev2", "unknown_app"),
+    ],
+)
+def test_delegation_lookup_of_an_impossible_name_is_404_on_every_engine(
+    client: FlaskClient, key: str, path: str, error: str
+) -> None:
+    response = client.get(
+        f"/internal/v1/delegations/{path}", headers={"Authorization": f"Bearer {key}"}
+    )
+    assert (response.status_code, response.json["error"]) == (404, error)
