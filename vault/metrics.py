@@ -23,7 +23,7 @@ UPSTREAM_ERRORS = Counter(
 )
 CIRCUIT_OPEN = Gauge(
     "dv_upstream_circuit_open", "1 while the circuit to a token host is open.", ["host"],
-    multiprocess_mode="max",
+    multiprocess_mode="mostrecent",  # the latest observation by any worker wins
 )  # fmt: skip
 SINGLE_FLIGHT_WAITS = Counter(
     "dv_single_flight_waits_total", "Token requests that waited for another caller's upstream call."
