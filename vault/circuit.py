@@ -33,6 +33,7 @@ def admit(session: Session, host: str, now: dt.datetime) -> None:
     health = session.get(UpstreamHealth, host, populate_existing=True)
     until = health.circuit_open_until if health else None
     session.rollback()
+    metrics.CIRCUIT_OPEN.labels(host).set(1 if until is not None and until > now else 0)
     if until is None:
         return
     if until > now:
