@@ -49,6 +49,35 @@ def test_twenty_threads_on_one_key_make_one_upstream_call(
     assert oauth.calls == 1
 
 
+@pytest.mark.parametrize(
+    ("reply", "status"),
+    [(Reply(503, {}, delay=0.3), 503), (Reply(400, {"error": "invalid_grant"}, delay=0.3), 502)],
+    ids=["unavailable", "rejected"],
+)
+def test_a_burst_against_a_failing_endpoint_makes_one_call_and_shares_its_error(
+    app: Flask, runtime: Runtime, key: str, oauth: TokenServer, delegated: None,
+    reply: Reply, status: int,
+) -> None:  # fmt: skip
+    runtime.settings = runtime.settings.replace(upstream_max_attempts=1)
+    oauth.default = reply
+    barrier = threading.Barrier(10)
+
+    def one(_: int) -> int:
+        client = app.test_client()
+        barrier.wait()
+        response = client.post(
+            TOKEN,
+            json={"app": "zendesk", "tenant": "intdev2"},
+            headers={"Authorization": f"Bearer {key}"},
+        )
+        return response.status_code
+
+    with ThreadPoolExecutor(10) as pool:
+        statuses = list(pool.map(one, range(10)))
+    assert statuses == [status] * 10
+    assert oauth.calls == 1  # the waiters shared the first caller's answer
+
+
 @pytest.fixture
 def shared(
     database_url: str, tmp_path: Path, oauth: TokenServer

@@ -289,3 +289,16 @@ def test_a_cached_token_the_keyring_cannot_open_is_a_miss_not_an_error(
     for_runtime(runtime).local = type(for_runtime(runtime).local)()
     response = ask(client, key)
     assert (response.status_code, response.json["source"], oauth.calls) == (200, "upstream", 2)
+
+
+def test_while_the_upstream_is_down_a_token_inside_its_margin_serves_until_min_ttl(
+    client: FlaskClient, key: str, oauth: TokenServer, clock: FrozenClock
+) -> None:
+    token = ask(client, key).json["access_token"]
+    oauth.default = Reply(503, {})
+    clock.advance(3600 - 200)  # inside the 300 s refresh margin, above the 60 s min_ttl
+    degraded = ask(client, key)
+    assert (degraded.status_code, degraded.json["access_token"]) == (200, token)
+    assert degraded.json["source"] == "cache" and oauth.calls == 1 + 3  # it did try to refresh
+    clock.advance(150)  # 50 s left: below min_ttl
+    assert ask(client, key).status_code == 503

@@ -3,7 +3,8 @@
 A thread lock per key queues callers within a process; a lock shared through the database's
 neighbourhood queues processes: a PostgreSQL advisory lock (every instance sharing the database),
 or on SQLite a file lock beside the database file (every worker on the machine). Whoever gets the
-lock second finds the token the first one stored.
+lock second finds the token the first one stored, or, within a process, the error the first one
+met (``Failures``): a burst against a failing endpoint makes one call, not one per waiter in turn.
 """
 
 from __future__ import annotations
@@ -13,10 +14,13 @@ import fcntl
 import hashlib
 import os
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 from sqlalchemy import Engine, text
+
+from vault.errors import UpstreamRejected, UpstreamUnavailable
 
 STRIPES = 1024  # SQLite lock files: unrelated keys may share one, which only queues their misses
 
@@ -99,3 +103,29 @@ class KeyLocks:
             yield waited
         finally:
             os.close(fd)  # releases the lock
+
+
+class Failures:
+    """The last upstream failure per key, so callers who queued behind it share it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._last: dict[str, tuple[float, UpstreamUnavailable | UpstreamRejected]] = {}
+
+    def note(self, key: str, error: UpstreamUnavailable | UpstreamRejected) -> None:
+        with self._lock:
+            self._last[key] = (time.monotonic(), error)
+
+    def clear(self, key: str) -> None:
+        with self._lock:
+            self._last.pop(key, None)
+
+    def since(self, key: str, moment: float) -> UpstreamUnavailable | UpstreamRejected | None:
+        """A fresh copy of the failure on ``key`` if it happened after ``moment`` (monotonic)."""
+        with self._lock:
+            at, error = self._last.get(key, (0.0, None))
+        if error is None or at < moment:
+            return None
+        if isinstance(error, UpstreamUnavailable):
+            return UpstreamUnavailable(error.reason, retry_after=error.retry_after)
+        return UpstreamRejected(error.upstream_error, error.upstream_status)

@@ -38,7 +38,7 @@ from vault.models import App, CachedToken, Grant, State
 from vault.runtime import Runtime
 from vault.scopes import normalise_scope, within
 from vault.sealing import row_aad
-from vault.singleflight import KeyLocks
+from vault.singleflight import Failures, KeyLocks
 from vault.upstream import Token, TokenRequest, Upstream, host
 
 LOCAL_ENTRIES = 10_000
@@ -144,6 +144,7 @@ class Tokens:
         self.local = LocalCache()
         self.locks = KeyLocks(runtime.engine)
         self.upstream = upstream or Upstream(runtime.settings)
+        self.failures = Failures()
 
     def close(self) -> None:
         self.upstream.close()
@@ -161,18 +162,44 @@ class Tokens:
         found = self._cached(session, key, now, query.min_ttl)
         if found is not None:
             return self._issued(target, found, "cache")
+        asked = time.monotonic()
         with self.locks.hold(key) as waited:
             found = self._cached(session, key, self.rt.clock(), query.min_ttl)
             if found is not None:
                 if waited:
                     metrics.SINGLE_FLIGHT_WAITS.inc()
                 return self._issued(target, found, "cache")
-            fetched = self._store(session, target, key, self._fetch(session, target))
+            shared = self.failures.since(key, asked) if waited else None
+            if isinstance(shared, UpstreamUnavailable):
+                return self._degraded(session, target, key, query.min_ttl, shared)
+            if shared is not None:
+                raise shared
+            try:
+                fetched = self._store(session, target, key, self._fetch(session, target))
+            except UpstreamUnavailable as exc:
+                self.failures.note(key, exc)
+                return self._degraded(session, target, key, query.min_ttl, exc)
+            except UpstreamRejected as exc:
+                self.failures.note(key, exc)
+                raise
+            self.failures.clear(key)
         return self._issued(target, fetched, "upstream")
+
+    def _degraded(
+        self, session: Session, target: Target, key: str, min_ttl: int, exc: UpstreamUnavailable
+    ) -> Issued:
+        """Upstream is down: a cached token inside its refresh margin still serves if it lasts."""
+        found = self._cached(session, key, self.rt.clock(), min_ttl, margin=0)
+        if found is None:
+            raise exc
+        log.warning("token endpoint unavailable; serving a cached token inside its refresh margin")
+        return self._issued(target, found, "cache")
 
     # -- cache levels --------------------------------------------------------------------------
 
-    def _cached(self, session: Session, key: str, now: dt.datetime, min_ttl: int) -> Cached | None:
+    def _cached(
+        self, session: Session, key: str, now: dt.datetime, min_ttl: int, margin: int | None = None
+    ) -> Cached | None:
         """The cached token if it is fresh enough, checked against the shared row on every hit.
 
         The process copy is served only while the shared row still holds the same ciphertext,
@@ -189,7 +216,8 @@ class Tokens:
             if found is None:
                 return None
             self.local.put(key, found)
-        margin = self.rt.settings.token_refresh_margin
+        if margin is None:
+            margin = self.rt.settings.token_refresh_margin
         return found if found.fresh_for(now, min_ttl, margin) else None
 
     @staticmethod
