@@ -302,3 +302,13 @@ def test_while_the_upstream_is_down_a_token_inside_its_margin_serves_until_min_t
     assert degraded.json["source"] == "cache" and oauth.calls == 1 + 3  # it did try to refresh
     clock.advance(150)  # 50 s left: below min_ttl
     assert ask(client, key).status_code == 503
+
+
+def test_no_database_connection_is_held_during_the_upstream_call(
+    client: FlaskClient, runtime: Runtime, key: str, oauth: TokenServer
+) -> None:
+    oauth.during = runtime.engine.pool.checkedout  # type: ignore[attr-defined]
+    assert ask(client, key).status_code == 200
+    # SQLite: none at all, so callbacks never queue behind a token request. PostgreSQL: only
+    # the advisory lock's autocommit connection, which holds no transaction.
+    assert oauth.observed == [0 if runtime.engine.dialect.name == "sqlite" else 1]

@@ -12,7 +12,7 @@ import threading
 import time
 import urllib.parse
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -60,6 +60,8 @@ class TokenServer:
         self.issued: dict[str, Issued] = {}
         self.rejected_secrets: set[str] = set()
         self.default = Reply()
+        self.during: Callable[[], object] | None = None  # runs while each request is being served
+        self.observed: list[object] = []  # what ``during`` returned, request by request
         self._lock = threading.Lock()
         self._counter = 0
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -119,6 +121,8 @@ class TokenServer:
                     self.path, form, {k.lower(): v for k, v in self.headers.items()}
                 )
                 reply = server._next(recorded)
+                if server.during is not None:
+                    server.observed.append(server.during())
                 if reply.delay:
                     time.sleep(reply.delay)
                 body = reply.body
