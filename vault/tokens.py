@@ -321,14 +321,15 @@ class Tokens:
         )
 
     def _try_secrets(self, request: TokenRequest, current: str, previous: str | None) -> Token:
-        ttl = self.rt.settings.token_default_ttl
+        ttl, deadline = self.rt.settings.token_default_ttl, self.upstream.deadline()
         try:
-            return self.upstream.fetch(request, current, ttl)
+            return self.upstream.fetch(request, current, ttl, deadline)
         except UpstreamRejected as exc:
-            # A new client secret takes minutes to activate at Seismic: meanwhile, the old one.
+            # A new client secret takes minutes to activate at Seismic: meanwhile, the old one,
+            # within the same overall deadline.
             if exc.upstream_error != "invalid_client" or not previous:
                 raise
-            return self.upstream.fetch(request, previous, ttl)
+            return self.upstream.fetch(request, previous, ttl, deadline)
 
     def _issued(self, target: Target, token: Cached, source: str) -> Issued:
         metrics.TOKEN_REQUESTS.labels("ok", source).inc()

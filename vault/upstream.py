@@ -114,10 +114,15 @@ class Upstream:
     def close(self) -> None:
         self.client.close()
 
-    def fetch(self, request: TokenRequest, secret: str, default_ttl: int) -> Token:
-        """One token, or UpstreamRejected (final) / UpstreamUnavailable (after retries)."""
+    def fetch(
+        self, request: TokenRequest, secret: str, default_ttl: int, deadline: float | None = None
+    ) -> Token:
+        """One token, or UpstreamRejected (final) / UpstreamUnavailable (after retries).
+
+        ``deadline`` (monotonic) lets several fetches share one overall deadline.
+        """
         self._check_url(request)
-        deadline = time.monotonic() + DEADLINE
+        deadline = deadline if deadline is not None else time.monotonic() + DEADLINE
         attempts = self.settings.upstream_max_attempts
         for attempt in range(1, attempts + 1):
             try:
@@ -135,6 +140,11 @@ class Upstream:
                     raise UpstreamUnavailable(exc.code, retry_after=_retry_hint(exc)) from None
                 self.sleep(pause)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    @staticmethod
+    def deadline() -> float:
+        """A fresh overall deadline (monotonic seconds) for one token request."""
+        return time.monotonic() + DEADLINE
 
     def _check_url(self, request: TokenRequest) -> None:
         # Checked again at call time: the app may have been added where plain HTTP was allowed.
