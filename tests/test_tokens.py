@@ -312,3 +312,17 @@ def test_no_database_connection_is_held_during_the_upstream_call(
     # SQLite: none at all, so callbacks never queue behind a token request. PostgreSQL: only
     # the advisory lock's autocommit connection, which holds no transaction.
     assert oauth.observed == [0 if runtime.engine.dialect.name == "sqlite" else 1]
+
+
+def test_a_min_ttl_beyond_the_lifetime_is_met_by_a_token_as_good_as_new(
+    client: FlaskClient, key: str, oauth: TokenServer, clock: FrozenClock
+) -> None:
+    oauth.default = Reply(expires_in=1800)  # shorter than the 3600 s min_ttl asked for
+    first = ask(client, key, min_ttl=3600).json
+    assert first["source"] == "upstream"
+    clock.advance(5)
+    second = ask(client, key, min_ttl=3600).json
+    assert (second["source"], second["access_token"]) == ("cache", first["access_token"])
+    clock.advance(6)
+    assert ask(client, key, min_ttl=3600).json["source"] == "upstream"
+    assert oauth.calls == 2

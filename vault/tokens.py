@@ -42,6 +42,7 @@ from vault.singleflight import Failures, KeyLocks
 from vault.upstream import Token, TokenRequest, Upstream, host
 
 LOCAL_ENTRIES = 10_000
+AS_GOOD_AS_NEW = 10  # seconds
 log = logging.getLogger("delegation_vault.tokens")
 
 
@@ -64,9 +65,15 @@ class Cached:
     sealed: str = ""  # the ciphertext in the shared row: tells whether this copy is current
 
     def fresh_for(self, now: dt.datetime, min_ttl: int, margin: int) -> bool:
-        """Serve while more than max(min_ttl, margin capped at half the lifetime) is left."""
+        """Serve while more than max(min_ttl, margin capped at half the lifetime) is left.
+
+        A min_ttl the vendor's lifetime cannot meet is met as well as a new token would: a token
+        obtained in the last ``AS_GOOD_AS_NEW`` seconds serves, rather than one upstream call
+        per request (which would soon meet a rate limit and open the circuit for everyone).
+        """
         lifetime = (self.expires_at - self.obtained_at).total_seconds()
-        needed = max(min_ttl, min(margin, lifetime / 2))
+        reachable = min(min_ttl, lifetime - AS_GOOD_AS_NEW)
+        needed = max(reachable, min(margin, lifetime / 2))
         return (self.expires_at - now).total_seconds() > needed
 
     def __repr__(self) -> str:  # never print the token
