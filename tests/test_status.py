@@ -94,7 +94,9 @@ def test_attention_lists_open_circuits_rejections_old_keys_and_disabled_tenants(
     assert any("Circuit to auth.example.com is open" in t for t in texts)
     assert any("1 callbacks rejected" in t for t in texts)
     assert any("still under old keys" in t for t in texts)
-    assert any("1 tenants disabled" in t for t in texts)
+    assert "1 tenants cannot get a token: zendesk/intdev2." in texts
+    blocked = client.get("/status.json", headers=operator).json["needs_attention"]
+    assert blocked["total"] == 1 and blocked["items"][0]["why"].startswith("disabled by the tenant")
     levels = [
         item["level"] for item in client.get("/status.json", headers=operator).json["attention"]
     ]
@@ -141,6 +143,7 @@ def test_tokens_and_upstream_health_are_listed_with_time_left(
     assert data["tokens"]["soonest"][0]["seconds_left"] == 3000
     (upstream,) = data["upstreams"]
     assert upstream["circuit"] == "closed" and upstream["last_success_at"]
+    assert upstream["latency_ms"]["samples"] == 1 and upstream["latency_ms"]["p95"] >= 0
     assert "access_token" not in str(data)
 
 
@@ -161,3 +164,17 @@ def test_markup_in_stored_names_is_escaped_on_the_page(
         session.commit()
     html = client.get("/status?q=script", headers=operator).get_data(as_text=True)
     assert "<script>x</script>" not in html and "&lt;script&gt;x&lt;/script&gt;" in html
+
+
+def test_keys_and_client_secret_age_are_shown_without_the_keys(
+    client: FlaskClient, runtime: Runtime, operator: dict[str, str], clock: FrozenClock
+) -> None:
+    service_key = create_key(runtime, "billing", apps=["zendesk"], expires_days=7)
+    clock.advance(3 * 86400)
+    data = client.get("/status.json", headers=operator).json
+    keys = {k["name"]: k for k in data["keys"]}
+    assert keys["billing"]["apps"] == ["zendesk"] and keys["billing"]["state"] == "active"
+    assert "Keys expiring within 14 days: billing." in [a["text"] for a in data["attention"]]
+    assert data["apps"][0]["client_secret_age_days"] == 3
+    html = client.get("/status", headers=operator).get_data(as_text=True)
+    assert "billing" in html and service_key not in html and "set 3 days ago" in html

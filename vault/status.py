@@ -17,7 +17,7 @@ from vault import rejections, rotation
 from vault.crypto import Keyring
 from vault.delegations import mask
 from vault.errors import KeyringError
-from vault.models import App, CachedToken, Delegation, State, UpstreamHealth
+from vault.models import App, CachedToken, Delegation, ServiceKey, State, UpstreamHealth
 from vault.runtime import key_check_problem
 from vault.sealing import row_aad
 
@@ -45,7 +45,7 @@ def gather(
     """Everything the page shows, as plain JSON-ready data, attention items first."""
     data = {
         "generated_at": now,
-        "apps": _apps(session),
+        "apps": _apps(session, now),
         "tenants": _tenants(session, keyring, tenants),
         "rejections": [
             {"app": slug, "reason": reason, "count": count}
@@ -54,11 +54,13 @@ def gather(
         "tokens": _tokens(session, now),
         "upstreams": _upstreams(session, now),
         "keyring": _keyring(session, keyring),
+        "keys": _keys(session, now),
+        "needs_attention": _tenants_needing_attention(session, keyring),
     }
     return {"attention": attention(data, now), **data}
 
 
-def _apps(session: Session) -> list[dict[str, Any]]:
+def _apps(session: Session, now: dt.datetime) -> list[dict[str, Any]]:
     counts: dict[tuple[int, str], int] = {
         (app_id, state): n
         for app_id, state, n in session.execute(
@@ -75,6 +77,8 @@ def _apps(session: Session) -> list[dict[str, Any]]:
             "token_url": app.token_url,
             "tenants": {state.value: counts.get((app.id, state.value), 0) for state in State},
             "previous_client_secret": app.client_secret_previous is not None,
+            "client_secret_set_at": app.client_secret_set_at,
+            "client_secret_age_days": (now - app.client_secret_set_at).days,
             "previous_signing_secret_until": app.signing_previous_expires_at,
         }
         for app in session.scalars(select(App).order_by(App.slug))
@@ -150,12 +154,74 @@ def _upstreams(session: Session, now: dt.datetime) -> list[dict[str, Any]]:
             "last_success_at": h.last_success_at,
             "last_error_at": h.last_error_at,
             "last_error": h.last_error,
-            "median_latency_ms": sorted(h.latencies_ms)[len(h.latencies_ms) // 2]
-            if h.latencies_ms
-            else None,
+            "latency_ms": _percentiles(h.latencies_ms or []),
         }
         for h in session.scalars(select(UpstreamHealth).order_by(UpstreamHealth.host))
     ]
+
+
+def _percentiles(samples: list[float]) -> dict[str, float] | None:
+    """p50 and p95 of the recent round trips (nearest rank)."""
+    if not samples:
+        return None
+    ordered = sorted(samples)
+
+    def rank(q: float) -> float:
+        return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))]
+
+    return {"p50": rank(0.5), "p95": rank(0.95), "samples": len(ordered)}
+
+
+def _keys(session: Session, now: dt.datetime) -> list[dict[str, Any]]:
+    return [
+        {
+            "name": k.name,
+            "role": k.role,
+            "apps": k.apps or [],
+            "tenants": k.tenants or [],
+            "last_used_at": k.last_used_at,
+            "expires_at": k.expires_at,
+            "state": "revoked"
+            if k.revoked_at
+            else ("expired" if k.expires_at and k.expires_at <= now else "active"),
+        }
+        for k in session.scalars(select(ServiceKey).order_by(ServiceKey.name))
+    ]
+
+
+def _tenants_needing_attention(session: Session, keyring: Keyring) -> dict[str, Any]:
+    """Tenants that cannot get a token now: disabled, revoked, or no delegated user received."""
+    not_served = or_(
+        Delegation.state != State.ACTIVE.value, Delegation.delegation_user_id.is_(None)
+    )
+    query = (
+        select(Delegation, App.slug)
+        .join(App, App.id == Delegation.app_id)
+        .where(App.grant == "delegation", not_served)
+    )
+    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    rows = session.execute(query.order_by(Delegation.last_callback_at.desc()).limit(PAGE_SIZE))
+    items = [
+        {
+            "app": slug,
+            "tenant": row.tenant,
+            "tenant_id": row.tenant_id,
+            "state": row.state,
+            "why": _why(row),
+            "last_callback_at": row.last_callback_at,
+            "last_callback": row.last_callback_result,
+        }
+        for row, slug in rows
+    ]
+    return {"total": total, "items": items}
+
+
+def _why(row: Delegation) -> str:
+    if row.state == State.DISABLED.value:
+        return "disabled by the tenant (token requests get delegation_disabled)"
+    if row.state == State.REVOKED.value:
+        return "app uninstalled (token requests get no_delegation)"
+    return "no delegated user received yet (token requests get no_delegation)"
 
 
 def _circuit(health: UpstreamHealth, now: dt.datetime) -> str:
@@ -222,8 +288,21 @@ def attention(data: dict[str, Any], now: dt.datetime) -> list[dict[str, str]]:
         items.append(
             {"level": "warning", "text": f"{rejected} callbacks rejected in the last 24 hours."}
         )
-    for app in data["apps"]:
-        disabled = app["tenants"][State.DISABLED.value]
-        if disabled:
-            items.append({"level": "info", "text": f"{app['slug']}: {disabled} tenants disabled."})
+    blocked = data["needs_attention"]
+    if blocked["total"]:
+        shown = ", ".join(f"{t['app']}/{t['tenant']}" for t in blocked["items"][:5])
+        more = f" and {blocked['total'] - 5} more" if blocked["total"] > 5 else ""
+        text = f"{blocked['total']} tenants cannot get a token: {shown}{more}."
+        items.append({"level": "info", "text": text})
+    soon = [
+        k["name"]
+        for k in data["keys"]
+        if k["state"] == "active"
+        and k["expires_at"]
+        and k["expires_at"] <= now + dt.timedelta(days=14)
+    ]
+    if soon:
+        items.append(
+            {"level": "warning", "text": f"Keys expiring within 14 days: {', '.join(soon)}."}
+        )
     return items
