@@ -8,6 +8,7 @@ from flask import Blueprint, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from app.db import runtime, session
+from app.logs import note
 from vault import delegations, metrics, rejections
 from vault.errors import PayloadTooLarge, VaultError
 from vault.payloads import Kind
@@ -28,6 +29,7 @@ def lifecycle(slug: str) -> tuple[dict[str, str], int]:
 
 def _receive(slug: str, kind: Kind) -> tuple[dict[str, str], int]:
     rt = runtime()
+    note(app=slug[:64])
     try:
         raw = _body()
         outcome = delegations.receive(

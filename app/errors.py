@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import traceback
 
-from flask import Flask, Response, jsonify
+from flask import Flask, Response, jsonify, request
 from sqlalchemy.exc import DBAPIError, OperationalError, TimeoutError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
@@ -25,6 +25,8 @@ def render(exc: VaultError) -> Response:
 
 
 def _vault_error(exc: VaultError) -> Response:
+    if exc.status in (401, 403) and request.blueprint != "callbacks":  # callbacks log their own
+        log.warning("access denied", extra={"reason": exc.reason, "remote": request.remote_addr})
     return render(exc)
 
 

@@ -30,7 +30,7 @@ FIELDS: dict[str, tuple[type | tuple[type, ...], int]] = {
 def token() -> tuple[dict[str, Any], int, dict[str, str]]:
     caller = service_caller()
     query = tokens.TokenQuery(**_token_fields())
-    note(app=query.app)
+    note(app=query.app, tenant=query.tenant)
     issued = tokens.for_runtime(runtime()).issue(session(), caller, query)
     now = runtime().clock()
     body = {
@@ -51,6 +51,7 @@ def token() -> tuple[dict[str, Any], int, dict[str, str]]:
 @bp.get("/delegations/<slug>/<tenant>")
 def delegation(slug: str, tenant: str) -> tuple[dict[str, Any], int, dict[str, str]]:
     caller = service_caller()
+    note(app=slug, tenant=tenant)
     caller.require_app(slug)
     if not _valid("app", slug):  # e.g. NUL, which PostgreSQL refuses: no such app, no query
         raise UnknownApp()
