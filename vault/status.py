@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import time
+import weakref
 from typing import Any
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import Engine, func, or_, select
 from sqlalchemy.orm import Session
 
 from vault import rejections, rotation
@@ -231,13 +233,32 @@ def _circuit(health: UpstreamHealth, now: dt.datetime) -> str:
 
 
 def _keyring(session: Session, keyring: Keyring) -> dict[str, Any]:
-    rows = rotation.rows_per_key(session)
+    rows = _rows_per_key(session)
     return {
         "primary": keyring.primary_id,
         "key_ids": list(keyring.key_ids),
         "rows_per_key": dict(sorted(rows.items())),
         "problem": key_check_problem(keyring, session),
     }
+
+
+# Counting every encrypted column scans whole tables (74 ms of a 200 ms page with 100,000
+# tenants, measured); the figure is informational, so each process recounts at most this often.
+KEY_COUNT_TTL = 30.0
+_key_counts: weakref.WeakKeyDictionary[Engine, tuple[float, dict[str, int]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _rows_per_key(session: Session) -> dict[str, int]:
+    bind = session.get_bind()
+    engine = bind if isinstance(bind, Engine) else bind.engine
+    cached = _key_counts.get(engine)
+    if cached is not None and time.monotonic() - cached[0] < KEY_COUNT_TTL:
+        return cached[1]
+    counts = dict(rotation.rows_per_key(session))
+    _key_counts[engine] = (time.monotonic(), counts)
+    return counts
 
 
 def attention(data: dict[str, Any], now: dt.datetime) -> list[dict[str, str]]:

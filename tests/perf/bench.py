@@ -337,6 +337,35 @@ def bench_cold_burst(db: Database, workdir: Path, callers: int = 200) -> dict[st
         }  # fmt: skip
 
 
+def bench_status(db: Database, args: argparse.Namespace, workdir: Path) -> dict[str, object]:
+    """The status page with ``--delegations`` tenants: median time per view, against /healthz."""
+    keys = new_key_entry("bench1")
+    rt = runtime_for(db, keys, workdir)
+    builders.register_app(rt)
+    key = builders.create_key(rt, "ops", role="operator")
+    seed_delegations(rt, args.delegations)
+    rt.close()
+    last = -(-args.delegations // 50)
+    views = {
+        "healthz": "/healthz", "status": "/status", "status_last_page": f"/status?page={last}",
+        "status_search": "/status?q=tenant99999", "status_json": "/status.json",
+    }  # fmt: skip
+    timings: dict[str, object] = {"delegations": args.delegations}
+    with (
+        gunicorn("app.wsgi:app", service_env(db, keys, workdir)) as server,
+        httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {key}"}) as client,
+    ):
+        for name, path in views.items():
+            samples = []
+            for _ in range(21):
+                started = time.perf_counter()
+                client.get(path).raise_for_status()
+                samples.append(time.perf_counter() - started)
+            timings[f"{name}_ms"] = round(sorted(samples)[10] * 1000, 1)
+        timings["worker_rss_mb"] = server.worker_rss_mb()
+    return timings
+
+
 def bench_floor(args: argparse.Namespace, workdir: Path) -> dict[str, object]:
     lines = callback_lines(workdir / "floor.txt", 1000, tenants=1000)
     with gunicorn("tests.perf.floor:app", {}) as server:
@@ -392,6 +421,8 @@ def main(argv: list[str] | None = None) -> int:
                 emit(f"tokens-100k-{engine}", result, floor)
             if f"callbacks-{engine}" in wanted:
                 emit(f"callbacks-{engine}", bench_callbacks(dbs[engine](), args, workdir), floor)
+            if f"status-100k-{engine}" in wanted:
+                emit(f"status-100k-{engine}", bench_status(dbs[engine](), args, workdir), None)
             if f"cold-burst-{engine}" in wanted:
                 emit(f"cold-burst-{engine}", bench_cold_burst(dbs[engine](), workdir), None)
     return 0
@@ -400,7 +431,7 @@ def main(argv: list[str] | None = None) -> int:
 CONFIGS = [
     f"{kind}-{engine}"
     for engine in ("sqlite", "postgresql")
-    for kind in ("tokens", "tokens-100k", "callbacks", "cold-burst")
+    for kind in ("tokens", "tokens-100k", "callbacks", "cold-burst", "status-100k")
 ]
 
 
