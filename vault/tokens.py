@@ -171,25 +171,32 @@ class Tokens:
             return self._issued(target, found, "cache")
         asked = time.monotonic()
         with self.locks.hold(key) as waited:
-            found = self._cached(session, key, self.rt.clock(), query.min_ttl)
-            if found is not None:
-                if waited:
-                    metrics.SINGLE_FLIGHT_WAITS.inc()
-                return self._issued(target, found, "cache")
-            shared = self.failures.since(key, asked) if waited else None
-            if isinstance(shared, UpstreamUnavailable):
-                return self._degraded(session, target, key, query.min_ttl, shared)
-            if shared is not None:
-                raise shared
-            try:
-                fetched = self._store(session, target, key, self._fetch(session, target))
-            except UpstreamUnavailable as exc:
-                self.failures.note(key, exc)
-                return self._degraded(session, target, key, query.min_ttl, exc)
-            except UpstreamRejected as exc:
-                self.failures.note(key, exc)
-                raise
-            self.failures.clear(key)
+            return self._single_flight(session, target, query.min_ttl, asked if waited else None)
+
+    def _single_flight(
+        self, session: Session, target: Target, min_ttl: int, waited_since: float | None
+    ) -> Issued:
+        """Under the key's lock: what the caller before us stored or met, else one upstream call."""
+        key = target.key
+        found = self._cached(session, key, self.rt.clock(), min_ttl)
+        if found is not None:
+            if waited_since is not None:
+                metrics.SINGLE_FLIGHT_WAITS.inc()
+            return self._issued(target, found, "cache")
+        shared = self.failures.since(key, waited_since) if waited_since is not None else None
+        if isinstance(shared, UpstreamUnavailable):
+            return self._degraded(session, target, key, min_ttl, shared)
+        if shared is not None:
+            raise shared
+        try:
+            fetched = self._store(session, target, key, self._fetch(session, target))
+        except UpstreamUnavailable as exc:
+            self.failures.note(key, exc)
+            return self._degraded(session, target, key, min_ttl, exc)
+        except UpstreamRejected as exc:
+            self.failures.note(key, exc)
+            raise
+        self.failures.clear(key)
         return self._issued(target, fetched, "upstream")
 
     def _degraded(
