@@ -27,6 +27,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         runtime = Runtime.build(settings or Settings.from_env())
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
+    app.url_map.merge_slashes = False  # '//' is a 404 in JSON, not an HTML redirect
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["vault"] = runtime
     logs.init_app(app, runtime.settings)
