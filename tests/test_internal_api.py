@@ -219,3 +219,20 @@ def test_delegation_lookup_of_an_impossible_name_is_404_on_every_engine(
         f"/internal/v1/delegations/{path}", headers={"Authorization": f"Bearer {key}"}
     )
     assert (response.status_code, response.json["error"]) == (404, error)
+
+
+def test_an_unreachable_token_endpoint_is_503_with_retry_after(
+    client: FlaskClient, runtime: Runtime, key: str
+) -> None:
+    import socket
+
+    with socket.socket() as sock:  # a loopback port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    register_app(
+        runtime, "down", grant="client_credentials", vendor_app_id=None,
+        token_url=f"http://127.0.0.1:{port}/token",
+    )  # fmt: skip
+    response = client.post(TOKEN, json={"app": "down"}, headers={"Authorization": f"Bearer {key}"})
+    assert (response.status_code, response.json["error"]) == (503, "upstream_unavailable")
+    assert int(response.headers["Retry-After"]) >= 1
