@@ -358,3 +358,10 @@ def test_every_applied_change_is_in_the_history_with_old_and_new_state(
     ]
     assert entries[0].request_id == first["requestId"]
     assert entries[0].new_user == USER and entries[0].actor == "1 <admin@example.com>"
+
+
+@pytest.mark.parametrize("slug", ["zen%00desk", "ZENDESK", "-x", "a" * 70, "zendesk%0A"])
+def test_a_slug_no_app_can_have_is_404_on_every_engine(client: FlaskClient, slug: str) -> None:
+    raw, headers = signed({"x": 1})
+    response = client.post(f"/api/v1/applications/{slug}/config", data=raw, headers=headers)
+    assert (response.status_code, response.json["error"]) == (404, "unknown_app")

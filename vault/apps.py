@@ -45,7 +45,7 @@ def validate_token_url(url: str, *, allow_http: bool) -> None:
 
 
 def validate_spec(spec: AppSpec, *, allow_http: bool) -> None:
-    if not SLUG.match(spec.slug):
+    if not SLUG.fullmatch(spec.slug):
         raise OperationalError("slug: lower-case letters, digits and '-', at most 63 characters")
     if spec.grant not in {g.value for g in Grant}:
         raise OperationalError("grant must be 'delegation' or 'client_credentials'")
@@ -102,6 +102,8 @@ def add_app(
 
 
 def get_app(session: Session, slug: str) -> App:
+    if not SLUG.fullmatch(slug):  # no such app can exist; PostgreSQL would refuse a NUL as an error
+        raise UnknownApp()
     app = session.scalar(select(App).where(App.slug == slug))
     if app is None:
         raise UnknownApp()

@@ -122,7 +122,7 @@ class Keyring:
 def new_key_entry(kid: str | None = None) -> str:
     """A fresh ``kid:base64(32 bytes)`` keyring entry."""
     kid = kid or "k" + secrets.token_hex(4)
-    if not KEY_ID.match(kid):
+    if not KEY_ID.fullmatch(kid):
         raise KeyringError("a key id is 1-32 letters, digits, '.', '_' or '-'")
     return f"{kid}:{base64.b64encode(secrets.token_bytes(32)).decode()}"
 
@@ -134,7 +134,7 @@ def parse_keyring(entries: Iterable[str]) -> Keyring:
         if not entry or entry.startswith("#"):
             continue
         kid, sep, encoded = entry.partition(":")
-        if not sep or not KEY_ID.match(kid):
+        if not sep or not KEY_ID.fullmatch(kid):
             raise KeyringError(f"keyring entry {position} is not 'kid:base64(32 bytes)'")
         try:
             key = base64.b64decode(encoded.strip(), validate=True)

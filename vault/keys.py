@@ -59,7 +59,7 @@ def create_key(
     expires_days: int | None = None,
 ) -> str:
     """Store a new key's hash and return the key; it cannot be shown again."""
-    if not NAME.match(name):
+    if not NAME.fullmatch(name):
         raise OperationalError("key name: letters, digits, '.', '_' or '-', at most 64")
     if role not in {r.value for r in Role}:
         raise OperationalError("role must be 'service' or 'operator'")

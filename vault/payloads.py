@@ -63,7 +63,7 @@ def parse_json_object(raw: bytes) -> dict[str, Any]:
 
 def _text(body: dict[str, Any], name: str, pattern: re.Pattern[str], bad: list[str]) -> str:
     value = body.get(name)
-    if not isinstance(value, str) or not pattern.match(value):
+    if not isinstance(value, str) or not pattern.fullmatch(value):
         bad.append(name)
         return ""
     return value

@@ -25,7 +25,7 @@ def _presented(headers: Mapping[str, str], name: str) -> bytes | None:
     if value is None:
         return None
     value = value.strip()
-    if not HEX64.match(value):
+    if not HEX64.fullmatch(value):
         raise InvalidSignature("signature_malformed")
     return bytes.fromhex(value)
 

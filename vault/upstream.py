@@ -210,7 +210,7 @@ def _interpret(response: httpx.Response, body: bytes | None, default_ttl: int) -
         raise UpstreamRejected("unexpected_redirect", status)
     if status != 200:
         error = document.get("error") if document else None
-        ok = isinstance(error, str) and OAUTH_ERROR.match(error)
+        ok = isinstance(error, str) and OAUTH_ERROR.fullmatch(error)
         raise UpstreamRejected(error if ok else "invalid_response", status)  # type: ignore[arg-type]
     token = document.get("access_token") if document else None
     if not isinstance(token, str) or not token or len(token) > 16384:
