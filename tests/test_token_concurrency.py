@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -185,4 +186,26 @@ def test_forty_requests_across_two_instances_of_two_workers_make_one_upstream_ca
             results = list(pool.map(one, urls))
     assert {status for status, _ in results} == {200}, results[:3]
     assert len({token for _, token in results}) == 1
+    assert oauth.calls == 1
+
+
+def test_a_waiter_that_times_out_gets_503_and_makes_no_call_of_its_own(
+    app: Flask, key: str, oauth: TokenServer, delegated: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from vault import singleflight
+
+    monkeypatch.setattr(singleflight, "WAIT_LIMIT", 0.3)
+    oauth.default = Reply(delay=0.8)  # within the 1 s per-try timeout, beyond the waiter's 0.3 s
+    headers = {"Authorization": f"Bearer {key}"}
+    body = {"app": "zendesk", "tenant": "intdev2"}
+
+    def one(delay: float):  # type: ignore[no-untyped-def]
+        time.sleep(delay)
+        return app.test_client().post(TOKEN, json=body, headers=headers)
+
+    with ThreadPoolExecutor(2) as pool:
+        first, second = pool.map(one, [0.0, 0.2])
+    assert first.status_code == 200
+    assert (second.status_code, second.json["error"]) == (503, "upstream_unavailable")
+    assert int(second.headers["Retry-After"]) >= 1
     assert oauth.calls == 1

@@ -321,3 +321,26 @@ def test_a_failed_probe_opens_the_circuit_again(runtime: Runtime, clock: FrozenC
         with pytest.raises(UpstreamUnavailable) as refused:
             circuit.admit(session, "auth:443", later + dt.timedelta(seconds=1))
     assert refused.value.retry_after == 29
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        ("7", 7.0),
+        ("600", 60.0),
+        ("Sun, 22 Nov 2026 12:00:30 GMT", 30.0),
+        ("Sun, 22 Nov 2026 11:59:00 GMT", 0.0),
+        ("soon", None),
+        ("", None),
+    ],
+)
+def test_retry_after_reads_seconds_and_http_dates(header: str, expected: float | None) -> None:
+    import datetime as dt
+
+    import httpx
+
+    from vault.upstream import _retry_after
+
+    noon = dt.datetime(2026, 11, 22, 12, 0, tzinfo=dt.UTC).timestamp()
+    response = httpx.Response(503, headers={"Retry-After": header} if header else {})
+    assert _retry_after(response, now=lambda: noon) == expected

@@ -19,10 +19,34 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from sqlalchemy import Engine, text
+from sqlalchemy.exc import DBAPIError
 
 from vault.errors import UpstreamRejected, UpstreamUnavailable
 
 STRIPES = 1024  # SQLite lock files: unrelated keys may share one, which only queues their misses
+
+
+# A waiter gives up after the holder's whole upstream budget (9 s of tries, plus the previous
+# client secret) and answers 503: it never makes a second call of its own.
+WAIT_LIMIT = 12.0
+LOCK_NOT_AVAILABLE = "55P03"  # PostgreSQL's lock_timeout
+
+
+def _gave_up() -> UpstreamUnavailable:
+    return UpstreamUnavailable("single_flight_timeout", retry_after=1)
+
+
+def _flock_within(fd: int, seconds: float) -> None:
+    """flock(LOCK_EX) with a deadline (flock itself has none)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise _gave_up() from None
+            time.sleep(0.005)
 
 
 class KeyLocks:
@@ -49,18 +73,22 @@ class KeyLocks:
             lock, users = self._local.get(key) or (threading.Lock(), 0)
             self._local[key] = (lock, users + 1)
         waited = not lock.acquire(blocking=False)
-        if waited:
-            lock.acquire()
+        if waited and not lock.acquire(timeout=WAIT_LIMIT):
+            self._release_user(key)
+            raise _gave_up()
         try:
             yield waited
         finally:
             lock.release()
-            with self._guard:
-                lock, users = self._local[key]
-                if users == 1:
-                    del self._local[key]
-                else:
-                    self._local[key] = (lock, users - 1)
+            self._release_user(key)
+
+    def _release_user(self, key: str) -> None:
+        with self._guard:
+            lock, users = self._local[key]
+            if users == 1:
+                del self._local[key]
+            else:
+                self._local[key] = (lock, users - 1)
 
     @contextlib.contextmanager
     def _shared_lock(self, key: str) -> Iterator[bool]:
@@ -81,7 +109,15 @@ class KeyLocks:
         with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             got = conn.execute(text("SELECT pg_try_advisory_lock(:n)"), {"n": number}).scalar()
             if not got:
-                conn.execute(text("SELECT pg_advisory_lock(:n)"), {"n": number})
+                conn.execute(text(f"SET lock_timeout = '{int(WAIT_LIMIT * 1000)}ms'"))
+                try:
+                    conn.execute(text("SELECT pg_advisory_lock(:n)"), {"n": number})
+                except DBAPIError as exc:
+                    if getattr(exc.orig, "sqlstate", None) != LOCK_NOT_AVAILABLE:
+                        raise
+                    raise _gave_up() from None
+                finally:
+                    conn.execute(text("RESET lock_timeout"))
             try:
                 yield not got
             finally:
@@ -98,7 +134,7 @@ class KeyLocks:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 waited = False
             except BlockingIOError:
-                fcntl.flock(fd, fcntl.LOCK_EX)
+                _flock_within(fd, WAIT_LIMIT)
                 waited = True
             yield waited
         finally:

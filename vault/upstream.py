@@ -15,6 +15,7 @@ nothing was sent). A missing or unusable ``expires_in`` means ``DV_TOKEN_DEFAULT
 from __future__ import annotations
 
 import dataclasses
+import email.utils
 import json
 import logging
 import random
@@ -34,6 +35,7 @@ from vault.settings import Settings
 DEADLINE = 9.0  # seconds for all tries of one request, below the callers' usual 10 s
 BACKOFF_BASE, BACKOFF_CAP = 0.2, 2.0
 MAX_RESPONSE = 64 * 1024
+RETRY_AFTER_CAP = 60.0
 OAUTH_ERROR = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 log = logging.getLogger("delegation_vault.upstream")
 
@@ -246,11 +248,18 @@ def _expires_in(value: object, default_ttl: int) -> int:
     return default_ttl
 
 
-def _retry_after(response: httpx.Response) -> float | None:
+def _retry_after(response: httpx.Response, now: Callable[[], float] = time.time) -> float | None:
+    """Seconds to wait from a Retry-After of seconds or an HTTP date (RFC 9110 §10.2.3), capped."""
     value = response.headers.get("Retry-After", "").strip()
     if value.isdigit():
-        return min(float(value), 60.0)
-    return None  # an HTTP date is rare from token endpoints; fall back to backoff
+        return min(float(value), RETRY_AFTER_CAP)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None  # absent or unreadable: fall back to backoff
+    if when.tzinfo is None:
+        return None
+    return min(max(0.0, when.timestamp() - now()), RETRY_AFTER_CAP)
 
 
 def _retry_hint(exc: Transient) -> int:
