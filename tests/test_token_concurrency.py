@@ -164,13 +164,13 @@ def test_four_processes_sharing_one_database_make_one_upstream_call(
 
 
 @pytest.mark.slow
-def test_forty_requests_across_two_instances_of_two_workers_make_one_upstream_call(
+def test_fifty_requests_across_two_instances_of_two_workers_make_one_upstream_call(
     shared: tuple[dict[str, str], str], oauth: TokenServer, tmp_path: Path
 ) -> None:
     env, key = shared
     oauth.default = Reply(delay=0.5)
     with service.running(env, tmp_path) as first, service.running(env, tmp_path) as second:
-        urls = [first.url, second.url] * 20
+        urls = [first.url, second.url] * 25
         barrier = threading.Barrier(len(urls))
 
         def one(base: str) -> tuple[int, str]:
@@ -209,3 +209,39 @@ def test_a_waiter_that_times_out_gets_503_and_makes_no_call_of_its_own(
     assert (second.status_code, second.json["error"]) == (503, "upstream_unavailable")
     assert int(second.headers["Retry-After"]) >= 1
     assert oauth.calls == 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("change", ["new-user", "disable", "uninstall"])
+def test_a_change_through_one_instance_is_seen_at_once_by_the_other(
+    shared: tuple[dict[str, str], str], oauth: TokenServer, tmp_path: Path, change: str
+) -> None:
+    import datetime as dt
+
+    from tests.builders import lifecycle_body, signed
+
+    env, key = shared
+    auth = {"Authorization": f"Bearer {key}"}
+    body = {"app": "zendesk", "tenant": "intdev2"}
+    with service.running(env, tmp_path) as first, service.running(env, tmp_path) as second:
+        for svc in (first, second, second):  # both instances' workers hold the old user's token
+            assert httpx.post(svc.url + TOKEN, json=body, headers=auth).status_code == 200
+        old = oauth.calls
+        now = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=1)
+        new_user = "c59e244c-1cce-4e6b-aad9-7e6820a99aa7"
+        payload, url = {
+            "new-user": (delegation_body(now, delegationUserId=new_user), "config"),
+            "disable": (lifecycle_body(now, "disable"), "lifecycle"),
+            "uninstall": (lifecycle_body(now, "uninstall"), "lifecycle"),
+        }[change]
+        raw, headers = signed(payload)
+        applied = httpx.post(
+            f"{first.url}/api/v1/applications/zendesk/{url}", content=raw, headers=headers
+        )
+        assert applied.status_code == 202
+        answers = [httpx.post(second.url + TOKEN, json=body, headers=auth) for _ in range(4)]
+    expected = {"new-user": 200, "disable": 409, "uninstall": 404}[change]
+    assert {a.status_code for a in answers} == {expected}
+    if change == "new-user":
+        assert {oauth.introspect(a.json()["access_token"]).user_id for a in answers} == {new_user}
+        assert oauth.calls == old + 1
