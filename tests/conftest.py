@@ -60,16 +60,16 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """A migrated, empty database of each engine."""
     if request.param == "postgresql":
         return _pg_database(request.getfixturevalue("pg_server"))
-    url = f"sqlite:///{tmp_path / 'vault.db'}"
-    engine = make_engine(url)
-    migrate.upgrade(engine)
-    engine.dispose()
-    return url
+    return _sqlite_database(tmp_path)
 
 
 @pytest.fixture
 def sqlite_url(tmp_path: Path) -> str:
-    url = f"sqlite:///{tmp_path / 'vault.db'}"
+    return _sqlite_database(tmp_path)
+
+
+def _sqlite_database(folder: Path) -> str:
+    url = f"sqlite:///{folder / 'vault.db'}"
     engine = make_engine(url)
     migrate.upgrade(engine)
     engine.dispose()
