@@ -7,7 +7,7 @@ import binascii
 
 from flask import request
 
-from app.db import runtime, session
+from app.db import runtime, session, snapshot
 from app.logs import note
 from vault import keys
 from vault.errors import InvalidRequest, OperatorUnauthorized, Unauthorized
@@ -47,7 +47,7 @@ def service_caller() -> Caller:
     """The service key's caller, or the one indistinguishable 401."""
     _refuse_query_keys()
     rt = runtime()
-    caller = keys.authenticate(session(), _bearer(), rt.clock(), Role.SERVICE)
+    caller = keys.authenticate(session(), _bearer(), rt.clock(), Role.SERVICE, snapshot())
     note(caller=caller.name)
     return caller
 
@@ -58,7 +58,7 @@ def operator_caller() -> Caller:
     rt = runtime()
     try:
         caller = keys.authenticate(
-            session(), _bearer() or _basic_password(), rt.clock(), Role.OPERATOR
+            session(), _bearer() or _basic_password(), rt.clock(), Role.OPERATOR, snapshot()
         )
     except Unauthorized as exc:
         raise OperatorUnauthorized(exc.reason) from None

@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Flask, current_app, g
 from sqlalchemy.orm import Session
 
+from vault.freshness import Snapshot
 from vault.runtime import Runtime
 
 
@@ -16,6 +17,13 @@ def session() -> Session:
     if "db_session" not in g:
         g.db_session = runtime().session()
     return g.db_session  # type: ignore[no-any-return]
+
+
+def snapshot() -> Snapshot:
+    """This request's view of the database: probed once, before the request's first read."""
+    if "db_snapshot" not in g:
+        g.db_snapshot = runtime().reads.begin()
+    return g.db_snapshot  # type: ignore[no-any-return]
 
 
 def _close(_exc: BaseException | None) -> None:

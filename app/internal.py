@@ -8,7 +8,7 @@ from typing import Any
 from flask import Blueprint, request
 
 from app.auth import service_caller
-from app.db import runtime, session
+from app.db import runtime, session, snapshot
 from app.logs import note
 from vault import apps, delegations, tokens
 from vault.clock import iso
@@ -31,7 +31,7 @@ def token() -> tuple[dict[str, Any], int, dict[str, str]]:
     caller = service_caller()
     query = tokens.TokenQuery(**_token_fields())
     note(app=query.app, tenant=query.tenant)
-    issued = tokens.for_runtime(runtime()).issue(session(), caller, query)
+    issued = tokens.for_runtime(runtime()).issue(session(), caller, query, snapshot())
     now = runtime().clock()
     body = {
         "access_token": issued.token.access_token,

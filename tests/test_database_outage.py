@@ -1,4 +1,5 @@
-"""PostgreSQL stopped mid-run: callbacks get 503 with Retry-After, and service resumes by itself.
+"""PostgreSQL stopped mid-run: callbacks get 503 with Retry-After, cached tokens keep being
+served, and service resumes by itself.
 
 A server of its own (not the shared one), since this test stops it.
 """
@@ -13,10 +14,12 @@ from flask.testing import FlaskClient
 from sqlalchemy import func, select
 
 from app import create_app
-from tests.builders import USER, delegation_body, register_app, signed
+from tests.builders import USER, create_key, delegation_body, register_app, signed
 from tests.conftest import REQUIRE_POSTGRES
 from tests.support import postgres
 from tests.support.clock import FrozenClock
+from tests.support.oauth_server import TokenServer
+from tests.token_fixtures import ask
 from vault import migrate
 from vault.crypto import Keyring
 from vault.db import make_engine
@@ -40,17 +43,23 @@ def server() -> Iterator[postgres.PostgresServer]:
 
 @pytest.fixture
 def outage_runtime(
-    server: postgres.PostgresServer, keyring: Keyring, clock: FrozenClock, tmp_path: Path
+    server: postgres.PostgresServer,
+    keyring: Keyring,
+    clock: FrozenClock,
+    tmp_path: Path,
+    oauth: TokenServer,
 ) -> Iterator[Runtime]:
     url = server.url_for("postgres").replace("postgresql://", "postgresql+psycopg://")
     engine = make_engine(url)
     migrate.upgrade(engine)
-    settings = Settings(database_url=url, instance_path=tmp_path / "instance")
+    settings = Settings(
+        database_url=url, instance_path=tmp_path / "instance", allow_http_token_urls=True
+    )
     runtime = Runtime.build(settings, keyring=keyring, engine=engine, clock=clock)
     ensure_key_check(runtime)
-    register_app(runtime)
+    register_app(runtime, token_url=oauth.url)
     yield runtime
-    engine.dispose()
+    runtime.close()
 
 
 @pytest.fixture
@@ -93,3 +102,38 @@ def test_callbacks_get_503_while_postgresql_is_down_and_recover_when_it_returns(
     assert processed(outage_runtime) == {before, after}
     with outage_runtime.session() as session:
         assert session.scalar(select(func.count()).select_from(ProcessedRequest)) == 2
+
+
+def test_cached_tokens_keep_serving_while_postgresql_is_down_and_changes_show_once_it_returns(
+    server: postgres.PostgresServer,
+    outage_runtime: Runtime,
+    outage_client: FlaskClient,
+    clock: FrozenClock,
+    oauth: TokenServer,
+) -> None:
+    key = create_key(outage_runtime, "svc")
+    assert deliver(outage_client, clock, "00000000-0000-4000-8000-000000000011").status_code == 202
+    issued = ask(outage_client, key)
+    assert (issued.status_code, issued.json["source"]) == (200, "upstream")
+
+    server.stop("immediate")
+    during = [ask(outage_client, key) for _ in range(3)]
+    assert {(r.status_code, r.json["source"]) for r in during} == {(200, "cache")}
+    assert {r.json["access_token"] for r in during} == {issued.json["access_token"]}
+    # What was never read cannot be vouched for: another tenant, or a key never seen, is 503.
+    for refused in (
+        ask(outage_client, key, tenant="elsewhere"),
+        ask(outage_client, "dvk_" + "B" * 43),
+    ):
+        assert (refused.status_code, refused.json["error"]) == (503, "unavailable")
+        assert int(refused.headers["Retry-After"]) >= 1
+
+    server.start()
+    clock.advance(1)
+    new_user = USER.replace("b48d", "c59e")
+    changed = deliver(outage_client, clock, "00000000-0000-4000-8000-000000000012", user=new_user)
+    assert changed.status_code == 202
+    after = ask(outage_client, key)
+    assert (after.status_code, after.json["source"]) == (200, "upstream")
+    assert oauth.introspect(after.json["access_token"]).user_id == new_user
+    assert oauth.calls == 2

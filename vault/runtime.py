@@ -14,6 +14,7 @@ from vault.clock import Clock, utcnow
 from vault.crypto import Keyring, load_keyring
 from vault.db import make_engine, make_sessionmaker, writing
 from vault.errors import KeyringError
+from vault.freshness import Reads
 from vault.models import KeyCheck
 from vault.settings import Settings
 from vault.window import Window
@@ -29,6 +30,11 @@ class Runtime:
     # Process-local services (token cache, upstream client) hang here, built lazily by their
     # modules; a dict keeps this module free of imports it does not need.
     services: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # Reads reused until the database reports a commit (see vault/freshness.py).
+    reads: Reads = dataclasses.field(init=False)
+
+    def __post_init__(self) -> None:
+        self.reads = Reads(self.engine)
 
     @classmethod
     def build(
@@ -54,6 +60,7 @@ class Runtime:
             if callable(close):
                 close()
         self.services.clear()
+        self.reads.close()
         self.engine.dispose()
 
     @property

@@ -23,6 +23,7 @@ from sqlalchemy import delete
 from sqlalchemy.orm import Session
 
 from vault import apps, circuit, delegations, metrics
+from vault.crypto import Keyring
 from vault.db import writing
 from vault.errors import (
     DecryptionError,
@@ -30,11 +31,13 @@ from vault.errors import (
     InvalidRequest,
     InvalidScope,
     NoDelegation,
+    Unavailable,
     UpstreamRejected,
     UpstreamUnavailable,
 )
+from vault.freshness import UNCACHED, Snapshot
 from vault.keys import Caller
-from vault.models import App, CachedToken, Grant, State
+from vault.models import App, CachedToken, Delegation, Grant, State
 from vault.runtime import Runtime
 from vault.scopes import normalise_scope, within
 from vault.sealing import row_aad
@@ -156,17 +159,25 @@ class Tokens:
     def close(self) -> None:
         self.upstream.close()
 
-    def issue(self, session: Session, caller: Caller, query: TokenQuery) -> Issued:
-        """A token for ``query`` that stays valid for at least ``min_ttl`` seconds."""
-        target = resolve(session, self.rt, caller, query)
+    def issue(
+        self, session: Session, caller: Caller, query: TokenQuery, snapshot: Snapshot = UNCACHED
+    ) -> Issued:
+        """A token for ``query`` that stays valid for at least ``min_ttl`` seconds.
+
+        ``snapshot`` lets the reads before the lock be reused while nothing has been committed;
+        the read under the lock is always fresh (it must see what the previous holder stored).
+        """
+        target = resolve(session, self.rt, caller, query, snapshot)
         # No transaction stays open while we wait on locks or the network; the app row is
         # detached first so that ending the transaction does not expire what we read.
         session.expunge_all()
         session.rollback()
         key, now = target.key, self.rt.clock()
-        if query.stale_token:
-            self._evict_if_current(session, key, query.stale_token)
-        found = self._cached(session, key, now, query.min_ttl)
+        if not snapshot.live:
+            return self._without_database(target, key, now, query.min_ttl)
+        if query.stale_token and self._evict_if_current(session, key, query.stale_token):
+            snapshot = UNCACHED  # the memo may still hold the row this request just deleted
+        found = self._cached(session, key, now, query.min_ttl, snapshot=snapshot)
         if found is not None:
             return self._issued(target, found, "cache")
         asked = time.monotonic()
@@ -209,10 +220,26 @@ class Tokens:
         log.warning("token endpoint unavailable; serving a cached token inside its refresh margin")
         return self._issued(target, found, "cache")
 
+    def _without_database(self, target: Target, key: str, now: dt.datetime, min_ttl: int) -> Issued:
+        """The database is down: no lock, no store, no eviction; the process's token serves while
+        it lasts. The process copy is the newest this process knows: it follows every shared row
+        read (dropped when the row was gone) and every token stored after the last read.
+        """
+        found = self.local.get(key)
+        if found is None or not found.fresh_for(now, min_ttl, 0):
+            raise Unavailable("database_unavailable", retry_after=5)
+        return self._issued(target, found, "cache")
+
     # -- cache levels --------------------------------------------------------------------------
 
     def _cached(
-        self, session: Session, key: str, now: dt.datetime, min_ttl: int, margin: int | None = None
+        self,
+        session: Session,
+        key: str,
+        now: dt.datetime,
+        min_ttl: int,
+        margin: int | None = None,
+        snapshot: Snapshot = UNCACHED,
     ) -> Cached | None:
         """The cached token if it is fresh enough, checked against the shared row on every hit.
 
@@ -220,7 +247,7 @@ class Tokens:
         so a token evicted or replaced by another worker (a stale_token report) is never served
         here again; the read is one primary-key look-up, decryption is skipped on a match.
         """
-        row = self._row(session, key)
+        row = snapshot.get(("token", key), lambda: self._row(session, key))
         if row is None:
             self.local.drop(key)
             return None
@@ -261,15 +288,16 @@ class Tokens:
             sealed=row.access_token,
         )
 
-    def _evict_if_current(self, session: Session, key: str, presented: str) -> None:
+    def _evict_if_current(self, session: Session, key: str, presented: str) -> bool:
         row = self._row(session, key)
         cached = self._open(row) if row is not None else None
         current = cached.access_token if cached else None
         if current is None or not hmac.compare_digest(current.encode(), presented.encode()):
-            return
+            return False
         self.local.drop(key)
         with writing(session):
             session.execute(delete(CachedToken).where(CachedToken.cache_key == key))
+        return True
 
     def _store(self, session: Session, target: Target, key: str, token: Cached) -> Cached:
         with writing(session):
@@ -350,10 +378,19 @@ class Tokens:
         return Issued(token, target.app.slug, target.tenant, target.tenant_id, source)
 
 
-def resolve(session: Session, runtime: Runtime, caller: Caller, query: TokenQuery) -> Target:
+def resolve(
+    session: Session,
+    runtime: Runtime,
+    caller: Caller,
+    query: TokenQuery,
+    snapshot: Snapshot = UNCACHED,
+) -> Target:
     """Check the caller and the delegation; raise the contract's error for each refusal."""
     caller.require_app(query.app)
-    app, row = delegations.lookup(session, query.app, query.tenant)
+    app, row, user = snapshot.get(
+        ("delegation", query.app, query.tenant),
+        lambda: _lookup(session, runtime.keyring, query.app, query.tenant),
+    )
     scope = normalise_scope(query.scope if query.scope is not None else app.default_scope)
     if not within(scope, app.allowed_scopes):
         raise InvalidScope()
@@ -370,8 +407,24 @@ def resolve(session: Session, runtime: Runtime, caller: Caller, query: TokenQuer
         raise NoDelegation()
     if row.state == State.DISABLED:
         raise DelegationDisabled()
-    user = delegations.view(runtime.keyring, app, row).delegation_user_id
     return Target(app, row.tenant, row.tenant_id, user, row.version, scope)
+
+
+def _lookup(
+    session: Session, keyring: Keyring, slug: str, tenant: str | None
+) -> tuple[App, Delegation | None, str | None]:
+    """The app, its delegation for ``tenant`` and the delegated user of an active one.
+
+    The rows are detached (a later rollback must not expire them: a memo shares them between
+    threads, read only) and the user is decrypted once, not on every cache hit.
+    """
+    app, row = delegations.lookup(session, slug, tenant)
+    session.expunge(app)
+    if row is None:
+        return app, None, None
+    session.expunge(row)
+    active = row.state == State.ACTIVE and row.delegation_user_id
+    return app, row, delegations.view(keyring, app, row).delegation_user_id if active else None
 
 
 _create = threading.Lock()

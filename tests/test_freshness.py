@@ -1,0 +1,185 @@
+"""Reads reused between commits: every commit, from any connection or process, ends the reuse.
+
+Each test counts the reads a request really makes, so a memo that served a stale value, or one
+that never served at all, fails here.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from flask.testing import FlaskClient
+from sqlalchemy import Engine, create_engine, func, select
+
+from tests.support.clock import FrozenClock
+from tests.token_fixtures import ask
+from vault import keys
+from vault.db import make_engine, writing
+from vault.freshness import Reads
+from vault.models import ServiceKey
+from vault.runtime import Runtime
+
+
+@pytest.fixture
+def other_process(database_url: str) -> Iterator[Engine]:
+    """A second engine on the same database: what another worker or instance commits through."""
+    engine = make_engine(database_url)
+    yield engine
+    engine.dispose()
+
+
+def counting(engine: Engine) -> tuple[Callable[[], int], list[int]]:
+    """A read of the number of stored keys that records each time it really runs."""
+    runs: list[int] = []
+
+    def load() -> int:
+        with engine.connect() as conn:
+            value = conn.scalar(select(func.count()).select_from(ServiceKey)) or 0
+        runs.append(value)
+        return value
+
+    return load, runs
+
+
+def add_key(engine: Engine, name: str, clock: FrozenClock) -> None:
+    from sqlalchemy.orm import Session
+
+    with Session(engine) as session, writing(session):
+        keys.create_key(session, name, "service", [], [], clock())
+
+
+def test_with_nothing_committed_a_read_is_made_once(runtime: Runtime) -> None:
+    load, runs = counting(runtime.engine)
+    answers = [runtime.reads.begin().get("keys", load) for _ in range(5)]
+    assert answers == [0] * 5
+    assert runs == [0]
+
+
+def test_a_commit_through_another_process_is_seen_by_the_next_request(
+    runtime: Runtime, other_process: Engine, clock: FrozenClock
+) -> None:
+    load, runs = counting(runtime.engine)
+    assert runtime.reads.begin().get("keys", load) == 0
+    add_key(other_process, "elsewhere", clock)
+    assert runtime.reads.begin().get("keys", load) == 1
+    assert runs == [0, 1]
+
+
+def test_a_commit_through_this_process_is_seen_by_the_next_request(
+    runtime: Runtime, clock: FrozenClock
+) -> None:
+    load, runs = counting(runtime.engine)
+    assert runtime.reads.begin().get("keys", load) == 0
+    add_key(runtime.engine, "here", clock)  # through the same pool the probe does not use
+    assert runtime.reads.begin().get("keys", load) == 1
+    assert runs == [0, 1]
+
+
+def test_a_read_overtaken_by_a_commit_is_never_served_afterwards(
+    runtime: Runtime, other_process: Engine, clock: FrozenClock
+) -> None:
+    load, runs = counting(runtime.engine)
+
+    def read_then_commit() -> int:
+        value = load()  # reads 0 ...
+        add_key(other_process, "racer", clock)  # ... and a commit lands before it is remembered
+        return value
+
+    assert runtime.reads.begin().get("keys", read_then_commit) == 0
+    assert runtime.reads.begin().get("keys", load) == 1
+    assert runs == [0, 1]
+
+
+def test_a_read_overtaken_by_a_commit_is_not_served_to_a_thread_that_already_saw_the_commit(
+    runtime: Runtime, other_process: Engine, clock: FrozenClock
+) -> None:
+    load, _runs = counting(runtime.engine)
+    with ThreadPoolExecutor(1) as other_thread:  # one thread: its probe connection persists
+
+        def serve() -> int:
+            return runtime.reads.begin().get("keys", load)
+
+        assert other_thread.submit(serve).result() == 0
+
+        def read_then_commit() -> int:
+            value = load()  # this thread reads 0 ...
+            add_key(other_process, "racer", clock)  # ... a commit lands ...
+            assert other_thread.submit(serve).result() == 1  # ... the other thread sees it ...
+            return value  # ... and only then is the old read handed back to be remembered
+
+        assert runtime.reads.begin().get("keys", read_then_commit) == 0
+        assert other_thread.submit(serve).result() == 1  # never the overtaken 0
+
+
+def test_a_commit_is_seen_by_every_thread_including_one_that_never_asked(
+    runtime: Runtime, other_process: Engine, clock: FrozenClock
+) -> None:
+    load, _runs = counting(runtime.engine)
+    assert runtime.reads.begin().get("keys", load) == 0
+    add_key(other_process, "elsewhere", clock)
+    seen: list[int] = []
+    for _ in range(3):  # each a new thread with no probe connection yet
+        thread = threading.Thread(
+            target=lambda: seen.append(runtime.reads.begin().get("keys", load))
+        )
+        thread.start()
+        thread.join()
+    assert seen == [1, 1, 1]
+    assert runtime.reads.begin().get("keys", load) == 1  # and the first thread too
+
+
+def test_an_in_memory_database_is_never_served_from_the_memo() -> None:
+    engine = create_engine("sqlite://")
+    try:
+        load, runs = counting(engine)
+        reads = Reads(engine)
+        ServiceKey.metadata.create_all(engine)
+        for _ in range(3):
+            reads.begin().get("keys", load)
+        assert len(runs) == 3
+    finally:
+        engine.dispose()
+
+
+def test_a_full_memo_starts_over_rather_than_growing(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from vault import freshness
+
+    monkeypatch.setattr(freshness, "MAX_ENTRIES", 3)
+    snapshot = runtime.reads.begin()
+    for n in range(10):
+        snapshot.get(("n", n), lambda n=n: n)
+    assert len(runtime.reads._memo) <= 3
+
+
+def test_a_key_revoked_through_another_process_is_refused_on_the_next_request(
+    client: FlaskClient, key: str, other_process: Engine, clock: FrozenClock
+) -> None:
+    from sqlalchemy.orm import Session
+
+    first = ask(client, key)
+    assert first.status_code in (404, 200)  # authenticated (no delegation yet: 404)
+    with Session(other_process) as session, writing(session):
+        keys.revoke_key(session, "svc", clock())
+    assert ask(client, key).status_code == 401
+
+
+def test_a_key_refused_as_unknown_is_accepted_once_another_process_stores_it(
+    client: FlaskClient, other_process: Engine, clock: FrozenClock, zendesk: None
+) -> None:
+    from sqlalchemy.orm import Session
+
+    presented = "dvk_" + "A" * 43
+    assert ask(client, presented).status_code == 401  # "no such key" is what the memo now holds
+    with Session(other_process) as session, writing(session):
+        session.add(
+            ServiceKey(
+                name="late", key_hash=keys.hash_key(presented), role="service", apps=[],
+                tenants=[], created_at=clock(),
+            )
+        )  # fmt: skip
+    assert ask(client, presented).status_code == 404  # known now; no delegation stored
