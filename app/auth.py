@@ -37,7 +37,7 @@ def _basic_password() -> str | None:
 
 def _refuse_query_keys() -> None:
     # A key in a URL ends up in proxy logs and browser history: refuse it outright.
-    if any(name in request.args for name in QUERY_KEY_NAMES):
+    if request.query_string and any(name in request.args for name in QUERY_KEY_NAMES):
         raise InvalidRequest(
             "key_in_query", "Send keys in the Authorization header, never the URL."
         )
