@@ -1,29 +1,33 @@
 """Single flight: concurrent misses for one cache key make one upstream call.
 
-A thread lock per key queues callers within a process; a lock shared through the database's
-neighbourhood queues processes: a PostgreSQL advisory lock (every instance sharing the database),
-or on SQLite a file lock beside the database file (every worker on the machine). Whoever gets the
-lock second finds the token the first one stored, or, within a process, the error the first one
-met (``Failures``): a burst against a failing endpoint makes one call, not one per waiter in turn.
+Within a process, the first caller for a key leads a flight and the others wait for its result,
+token or upstream error, and wake together (``Flights``): a burst makes one call, and nobody queues
+behind anybody else's lock hand-off. Between processes, leaders queue on a lock shared through the
+database's neighbourhood (``KeyLocks``): a PostgreSQL advisory lock (every instance sharing the
+database), or on SQLite a file lock beside the database file (every worker on the machine); the
+leader that gets it second finds the token the first one stored.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import hashlib
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import DBAPIError
 
-from vault.errors import UpstreamRejected, UpstreamUnavailable
+from vault.errors import UpstreamRejected, UpstreamUnavailable, VaultError
 
 STRIPES = 1024  # SQLite lock files: unrelated keys may share one, which only queues their misses
+T = TypeVar("T")
 
 
 # A waiter gives up after the holder's whole upstream budget (9 s of tries, plus the previous
@@ -46,14 +50,72 @@ def _flock_within(fd: int, seconds: float) -> None:
         except BlockingIOError:
             if time.monotonic() >= deadline:
                 raise _gave_up() from None
-            time.sleep(0.005)
+            time.sleep(0.001)  # one leader per process polls: cheap, and wakes within 1 ms
+
+
+@dataclasses.dataclass
+class _Flight:
+    done: threading.Event = dataclasses.field(default_factory=threading.Event)
+    result: Any = None  # the leader's T, set before ``done``
+    error: BaseException | None = None
+
+
+class Flights:
+    """Concurrent callers for one key within this process share one run of the work."""
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._flights: dict[str, _Flight] = {}
+
+    def join(self, key: str, work: Callable[[], T]) -> tuple[T, bool]:
+        """``work()``'s result, run once for everyone asking at the same time.
+
+        The second value is True for a caller that waited for another's run. A waiter gets a copy
+        of the leader's upstream error; after any other failure it joins again (and may lead).
+        """
+        deadline = time.monotonic() + WAIT_LIMIT
+        while True:
+            with self._guard:
+                flight = self._flights.get(key)
+                if flight is None:
+                    flight = self._flights[key] = _Flight()
+                    leading = True
+                else:
+                    leading = False
+            if leading:
+                return self._lead(key, flight, work), False
+            if not flight.done.wait(max(0.0, deadline - time.monotonic())):
+                raise _gave_up()
+            if isinstance(flight.error, UpstreamUnavailable | UpstreamRejected):
+                raise _copy(flight.error)
+            if flight.error is None:
+                return flight.result, True
+
+    def _lead(self, key: str, flight: _Flight, work: Callable[[], T]) -> T:
+        try:
+            result = flight.result = work()
+            return result
+        except BaseException as exc:
+            flight.error = exc
+            raise
+        finally:
+            with self._guard:
+                del self._flights[key]
+            flight.done.set()
+
+
+def _copy(error: UpstreamUnavailable | UpstreamRejected) -> VaultError:
+    """A fresh exception per waiter: one instance raised in many threads would share a traceback."""
+    if isinstance(error, UpstreamUnavailable):
+        return UpstreamUnavailable(error.reason, retry_after=error.retry_after)
+    return UpstreamRejected(error.upstream_error, error.upstream_status)
 
 
 class KeyLocks:
+    """A lock per key shared with other processes; only a flight's leader takes it."""
+
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self._guard = threading.Lock()
-        self._local: dict[str, tuple[threading.Lock, int]] = {}
         database = engine.url.database
         self._dir = (
             Path(f"{database}-locks")
@@ -63,35 +125,7 @@ class KeyLocks:
 
     @contextlib.contextmanager
     def hold(self, key: str) -> Iterator[bool]:
-        """Hold ``key`` across threads and processes; yields True if another holder was waited for."""
-        with self._thread_lock(key) as waited_here, self._shared_lock(key) as waited_there:
-            yield waited_here or waited_there
-
-    @contextlib.contextmanager
-    def _thread_lock(self, key: str) -> Iterator[bool]:
-        with self._guard:
-            lock, users = self._local.get(key) or (threading.Lock(), 0)
-            self._local[key] = (lock, users + 1)
-        waited = not lock.acquire(blocking=False)
-        if waited and not lock.acquire(timeout=WAIT_LIMIT):
-            self._release_user(key)
-            raise _gave_up()
-        try:
-            yield waited
-        finally:
-            lock.release()
-            self._release_user(key)
-
-    def _release_user(self, key: str) -> None:
-        with self._guard:
-            lock, users = self._local[key]
-            if users == 1:
-                del self._local[key]
-            else:
-                self._local[key] = (lock, users - 1)
-
-    @contextlib.contextmanager
-    def _shared_lock(self, key: str) -> Iterator[bool]:
+        """Hold ``key`` across processes; yields True if another holder was waited for."""
         if self.engine.dialect.name == "postgresql":
             with self._advisory_lock(key) as waited:
                 yield waited
@@ -139,29 +173,3 @@ class KeyLocks:
             yield waited
         finally:
             os.close(fd)  # releases the lock
-
-
-class Failures:
-    """The last upstream failure per key, so callers who queued behind it share it."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._last: dict[str, tuple[float, UpstreamUnavailable | UpstreamRejected]] = {}
-
-    def note(self, key: str, error: UpstreamUnavailable | UpstreamRejected) -> None:
-        with self._lock:
-            self._last[key] = (time.monotonic(), error)
-
-    def clear(self, key: str) -> None:
-        with self._lock:
-            self._last.pop(key, None)
-
-    def since(self, key: str, moment: float) -> UpstreamUnavailable | UpstreamRejected | None:
-        """A fresh copy of the failure on ``key`` if it happened after ``moment`` (monotonic)."""
-        with self._lock:
-            at, error = self._last.get(key, (0.0, None))
-        if error is None or at < moment:
-            return None
-        if isinstance(error, UpstreamUnavailable):
-            return UpstreamUnavailable(error.reason, retry_after=error.retry_after)
-        return UpstreamRejected(error.upstream_error, error.upstream_status)

@@ -41,7 +41,7 @@ from vault.models import App, CachedToken, Delegation, Grant, State
 from vault.runtime import Runtime
 from vault.scopes import normalise_scope, within
 from vault.sealing import row_aad
-from vault.singleflight import Failures, KeyLocks
+from vault.singleflight import Flights, KeyLocks
 from vault.upstream import Token, TokenRequest, Upstream, host
 
 LOCAL_ENTRIES = 10_000
@@ -147,14 +147,14 @@ class LocalCache:
 
 
 class Tokens:
-    """One per process (see ``for_runtime``): the local cache, the key locks, the HTTP client."""
+    """One per process (see ``for_runtime``): the local cache, single flight, the HTTP client."""
 
     def __init__(self, runtime: Runtime, upstream: Upstream | None = None) -> None:
         self.rt = runtime
         self.local = LocalCache()
+        self.flights = Flights()
         self.locks = KeyLocks(runtime.engine)
         self.upstream = upstream or Upstream(runtime.settings)
-        self.failures = Failures()
 
     def close(self) -> None:
         self.upstream.close()
@@ -164,8 +164,9 @@ class Tokens:
     ) -> Issued:
         """A token for ``query`` that stays valid for at least ``min_ttl`` seconds.
 
-        ``snapshot`` lets the reads before the lock be reused while nothing has been committed;
-        the read under the lock is always fresh (it must see what the previous holder stored).
+        ``snapshot`` lets the reads before single flight be reused while nothing has been
+        committed; the read under the shared lock is always fresh (it must see what the previous
+        holder stored).
         """
         target = resolve(session, self.rt, caller, query, snapshot)
         # No transaction stays open while we wait on locks or the network; the app row is
@@ -180,35 +181,33 @@ class Tokens:
         found = self._cached(session, key, now, query.min_ttl, snapshot=snapshot)
         if found is not None:
             return self._issued(target, found, "cache")
-        asked = time.monotonic()
-        with self.locks.hold(key) as waited:
-            return self._single_flight(session, target, query.min_ttl, asked if waited else None)
+        return self._miss(session, target, key, query.min_ttl)
 
-    def _single_flight(
-        self, session: Session, target: Target, min_ttl: int, waited_since: float | None
-    ) -> Issued:
-        """Under the key's lock: what the caller before us stored or met, else one upstream call."""
-        key = target.key
-        found = self._cached(session, key, self.rt.clock(), min_ttl)
-        if found is not None:
-            if waited_since is not None:
+    def _miss(self, session: Session, target: Target, key: str, min_ttl: int) -> Issued:
+        """Lead or join the key's flight; a shared token this caller finds too short runs again."""
+        margin = self.rt.settings.token_refresh_margin
+        while True:
+            try:
+                (token, source), joined = self.flights.join(
+                    key, lambda: self._lead(session, target, key, min_ttl)
+                )
+            except UpstreamUnavailable as exc:
+                return self._degraded(session, target, key, min_ttl, exc)
+            if joined:
                 metrics.SINGLE_FLIGHT_WAITS.inc()
-            return self._issued(target, found, "cache")
-        shared = self.failures.since(key, waited_since) if waited_since is not None else None
-        if isinstance(shared, UpstreamUnavailable):
-            return self._degraded(session, target, key, min_ttl, shared)
-        if shared is not None:
-            raise shared
-        try:
-            fetched = self._store(session, target, key, self._fetch(session, target))
-        except UpstreamUnavailable as exc:
-            self.failures.note(key, exc)
-            return self._degraded(session, target, key, min_ttl, exc)
-        except UpstreamRejected as exc:
-            self.failures.note(key, exc)
-            raise
-        self.failures.clear(key)
-        return self._issued(target, fetched, "upstream")
+                source = "cache"  # this caller did not call out: it was handed the leader's token
+            if token.fresh_for(self.rt.clock(), min_ttl, margin):
+                return self._issued(target, token, source)
+
+    def _lead(self, session: Session, target: Target, key: str, min_ttl: int) -> tuple[Cached, str]:
+        """Under the key's shared lock: what another process stored meanwhile, else one call."""
+        with self.locks.hold(key) as waited:
+            found = self._cached(session, key, self.rt.clock(), min_ttl)
+            if found is not None:
+                if waited:
+                    metrics.SINGLE_FLIGHT_WAITS.inc()
+                return found, "cache"
+            return self._store(session, target, key, self._fetch(session, target)), "upstream"
 
     def _degraded(
         self, session: Session, target: Target, key: str, min_ttl: int, exc: UpstreamUnavailable
