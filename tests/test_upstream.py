@@ -5,14 +5,19 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import logging
+import os
 import socket
+import threading
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from tests.builders import USER
+from tests.support import tls
 from tests.support.clock import FrozenClock
-from tests.support.oauth_server import Reply, TokenServer
+from tests.support.oauth_server import Reply, TokenServer, serving
 from vault import circuit, upstream
 from vault.errors import UpstreamRejected, UpstreamUnavailable
 from vault.models import UpstreamHealth
@@ -246,6 +251,40 @@ def test_network_errors_are_retried(endpoint: Upstream, pauses: list[float]) -> 
     assert (unavailable.value.reason, len(pauses)) == ("network_error", 2)
 
 
+@pytest.fixture(scope="module")
+def certificates(tmp_path_factory: pytest.TempPathFactory) -> tls.Certificates:
+    return tls.make(tmp_path_factory.mktemp("tls"))
+
+
+def test_an_untrusted_certificate_is_a_tls_error_and_nothing_is_sent(
+    certificates: tls.Certificates, pauses: list[float]
+) -> None:
+    with serving(certificates.server_context()) as server:
+        made = Upstream(Settings(upstream_timeout=2.0), sleep=pauses.append)  # trusts certifi's CAs
+        try:
+            with pytest.raises(UpstreamUnavailable) as unavailable:
+                made.fetch(delegation(server), SECRET, 600)
+        finally:
+            made.close()
+    assert unavailable.value.reason == "tls_error"
+    assert server.calls == 0  # no handshake, so no request: the secret never left
+
+
+def test_a_token_endpoint_behind_a_private_ca_works_once_that_ca_is_trusted(
+    certificates: tls.Certificates, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SSL_CERT_FILE", str(certificates.ca_file))
+    with serving(certificates.server_context()) as server:
+        made = Upstream(Settings(upstream_timeout=2.0))
+        try:
+            token = made.fetch(delegation(server), SECRET, 600)
+        finally:
+            made.close()
+    assert server.url.startswith("https://")
+    issued = server.introspect(token.access_token)
+    assert issued is not None and (issued.tenant, issued.user_id) == ("intdev2", USER)
+
+
 def test_failures_are_logged_without_secret_or_user(
     endpoint: Upstream, oauth: TokenServer, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -344,3 +383,79 @@ def test_retry_after_reads_seconds_and_http_dates(header: str, expected: float |
     noon = dt.datetime(2026, 11, 22, 12, 0, tzinfo=dt.UTC).timestamp()
     response = httpx.Response(503, headers={"Retry-After": header} if header else {})
     assert _retry_after(response, now=lambda: noon) == expected
+
+
+# -- no leaks ----------------------------------------------------------------------------------
+
+
+def _open_sockets() -> int:
+    return sum(1 for fd in Path("/proc/self/fd").iterdir() if _is_socket(fd))
+
+
+def _is_socket(fd: Path) -> bool:
+    try:
+        return os.readlink(fd).startswith("socket:")
+    except OSError:  # closed while we looked
+        return False
+
+
+def _settled(baseline: tuple[int, int], slack: int) -> tuple[int, int]:
+    """Threads and sockets once the servers' handler threads for closed connections have ended."""
+    deadline = time.monotonic() + 5
+    while True:
+        now = (threading.active_count(), _open_sockets())
+        if all(n <= b + slack for n, b in zip(now, baseline, strict=True)):
+            return now
+        if time.monotonic() > deadline:
+            return now
+        time.sleep(0.05)
+
+
+def test_every_fault_ends_in_the_contracts_error_and_leaves_no_thread_or_socket_behind(
+    oauth: TokenServer, certificates: tls.Certificates, pauses: list[float]
+) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed_port = sock.getsockname()[1]
+    too_big = {"access_token": "x" * 200_000, "token_type": "Bearer"}
+    faults: dict[str, tuple[Reply | None, str, type[Exception]]] = {
+        "slow": (Reply(delay=0.5), "timeout", UpstreamUnavailable),
+        "429": (Reply(429, {}, {"Retry-After": "1"}), "http_429", UpstreamUnavailable),
+        "5xx": (Reply(503, {}), "http_503", UpstreamUnavailable),
+        "malformed": (Reply(200, b"{not json"), "invalid_response", UpstreamRejected),
+        "no-token": (Reply(200, {"token_type": "Bearer"}), "invalid_response", UpstreamRejected),
+        "huge": (Reply(200, too_big), "invalid_response", UpstreamRejected),
+        "redirect": (Reply(302, {}, {"Location": "https://elsewhere.test/"}), "unexpected_redirect", UpstreamRejected),
+        "down": (None, "network_error", UpstreamUnavailable),
+        "tls": (None, "tls_error", UpstreamUnavailable),
+    }  # fmt: skip
+    settings = Settings(allow_http_token_urls=True, upstream_timeout=0.2, upstream_max_attempts=2)
+    with serving(certificates.server_context()) as tls_server:
+        made = Upstream(settings, sleep=pauses.append)
+        targets = {
+            "down": delegation(oauth, token_url=f"http://127.0.0.1:{closed_port}/token"),
+            "tls": delegation(tls_server),
+        }
+
+        def every_fault() -> None:
+            for name, (reply, code, kind) in faults.items():
+                if reply is not None:
+                    oauth.default = reply
+                with pytest.raises(kind) as failed:
+                    made.fetch(targets.get(name) or delegation(oauth), SECRET, 600)
+                got = failed.value
+                assert (
+                    got.reason if isinstance(got, UpstreamUnavailable) else got.upstream_error
+                ) == code, name  # type: ignore[attr-defined]
+
+        try:
+            every_fault()  # the first round opens the pool's keep-alive connections
+            baseline = _settled((threading.active_count(), _open_sockets()), slack=0)
+            for _ in range(5):
+                every_fault()
+            after = _settled(baseline, slack=2)
+        finally:
+            made.close()
+    # 45 more failed requests (90 tries): a leak of one thread or socket per try would show.
+    assert after[0] <= baseline[0] + 2, f"threads {baseline[0]} -> {after[0]}"
+    assert after[1] <= baseline[1] + 2, f"sockets {baseline[1]} -> {after[1]}"

@@ -10,6 +10,8 @@ Answers that are not OAuth become ``UpstreamRejected`` (502) with ``upstream_err
 ``access_token``, or a body over 64 KiB; ``unexpected_redirect`` for a 3xx;
 ``insecure_token_url`` when the URL is plain HTTP and the settings do not allow it (status 0:
 nothing was sent). A missing or unusable ``expires_in`` means ``DV_TOKEN_DEFAULT_TTL``.
+A TLS failure (an untrusted certificate, a failed handshake) is a network error named
+``tls_error``: nothing was sent, and the certificates trusted are certifi's, or ``SSL_CERT_FILE``.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import json
 import logging
 import random
 import re
+import ssl
 import time
 from collections.abc import Callable
 from typing import Any
@@ -179,11 +182,22 @@ class Upstream:
                 body = _read_capped(response)
         except httpx.TimeoutException:
             raise Transient("timeout") from None
-        except httpx.TransportError:
-            raise Transient("network_error") from None
+        except httpx.TransportError as exc:
+            raise Transient("tls_error" if _tls_failure(exc) else "network_error") from None
         finally:
             metrics.UPSTREAM_LATENCY.labels(host(request)).observe(time.monotonic() - started)
         return _interpret(response, body, default_ttl)
+
+
+def _tls_failure(exc: BaseException) -> bool:
+    """Whether a transport error came from TLS (an untrusted certificate, a failed handshake):
+    told apart from other network errors so that the status page names it."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLError | ssl.CertificateError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def host(request: TokenRequest) -> str:

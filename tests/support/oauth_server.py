@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import ssl
 import threading
 import time
 import urllib.parse
@@ -54,7 +55,7 @@ class Issued:
 
 
 class TokenServer:
-    def __init__(self) -> None:
+    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
         self.script: deque[Reply] = deque()
         self.requests: list[Recorded] = []
         self.issued: dict[str, Issued] = {}
@@ -66,11 +67,19 @@ class TokenServer:
         self._counter = 0
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._httpd.daemon_threads = True
+        self._scheme = "https" if tls else "http"
+        if tls:
+            # Handshakes happen in each connection's thread: a client that refuses the certificate
+            # costs that thread only, and never reaches do_POST (so nothing is recorded).
+            self._httpd.socket = tls.wrap_socket(
+                self._httpd.socket, server_side=True, do_handshake_on_connect=False
+            )
+            self._httpd.handle_error = lambda *_: None  # type: ignore[method-assign]  # refused handshakes are expected
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
 
     @property
     def base(self) -> str:
-        return f"http://127.0.0.1:{self._httpd.server_address[1]}"
+        return f"{self._scheme}://127.0.0.1:{self._httpd.server_address[1]}"
 
     @property
     def url(self) -> str:
@@ -154,8 +163,8 @@ class TokenServer:
 
 
 @contextmanager
-def serving() -> Iterator[TokenServer]:
-    server = TokenServer().start()
+def serving(tls: ssl.SSLContext | None = None) -> Iterator[TokenServer]:
+    server = TokenServer(tls).start()
     try:
         yield server
     finally:
