@@ -85,3 +85,28 @@ def test_an_operator_sees_attention_first_pages_and_filters_without_csp_violatio
         assert (tmp_path / "status.png").stat().st_size > 10_000
         context.close()
     assert not [line for line in console if line.startswith(("error", "pageerror"))], console
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_on_a_phone_the_page_never_scrolls_sideways_and_wide_tables_scroll_in_place(
+    browser: Any, runtime: Runtime, tmp_path: Path
+) -> None:
+    key = demo.seed(runtime)
+    with live_server.serving(create_app(runtime=runtime)) as base:
+        context = browser.new_context(
+            http_credentials={"username": "ops", "password": key},
+            viewport={"width": 390, "height": 844},
+            device_scale_factor=2,
+            is_mobile=True,
+        )
+        page = context.new_page()
+        assert page.goto(f"{base}/status").status == 200
+        viewport = page.evaluate("window.innerWidth")
+        assert page.evaluate("document.documentElement.scrollWidth") <= viewport
+        tenants = page.locator("#tenants table").first
+        # The tenant table is wider than the phone: it scrolls inside its own box.
+        assert tenants.evaluate("t => getComputedStyle(t).overflowX") == "auto"
+        assert tenants.evaluate("t => t.scrollWidth > t.clientWidth")
+        assert page.locator("#attention li").first.is_visible()
+        page.screenshot(path=str(tmp_path / "status-phone.png"), full_page=True)
+        context.close()

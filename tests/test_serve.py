@@ -80,3 +80,46 @@ def test_production_refuses_a_keyring_that_does_not_open_the_key_check(tmp_path:
     wrong = {**first, "DV_KEYS": new_key_entry("p1")}  # same key id, other key
     result = cli(tmp_path, wrong, "serve", "--bind", "127.0.0.1:1")
     assert result.returncode == 1 and "not the key this database was sealed with" in result.stderr
+
+
+def _callback_count(text: str, reason: str) -> float:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "dv_callbacks_total" and sample.labels.get("result") == reason
+    )
+
+
+def _counted_by(worker_file: Path, reason: str, scratch: Path) -> float:
+    """What one worker's own sample file holds, read through the same collector /metrics uses."""
+    from prometheus_client import CollectorRegistry, generate_latest, multiprocess
+
+    scratch.mkdir()
+    (scratch / worker_file.name).write_bytes(worker_file.read_bytes())
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path=str(scratch))
+    return _callback_count(generate_latest(registry).decode(), reason)
+
+
+def test_metrics_are_summed_over_the_gunicorn_workers(tmp_path: Path) -> None:
+    samples = tmp_path / "metrics"
+    samples.mkdir()
+    env = {**CLEAN, "DV_METRICS_PUBLIC": "1", "PROMETHEUS_MULTIPROC_DIR": str(samples)}
+    with service.running(env, tmp_path, workers=2) as svc:
+        workers, sent, per_worker = svc.workers(), 0, {}
+        while sent < 400 and not (per_worker and all(per_worker.values())):
+            for _ in range(20):  # a new connection each, so both workers take some
+                reply = httpx.post(f"{svc.url}/api/v1/applications/nobody/config", content=b"{}")
+                assert reply.status_code == 404
+            sent += 20
+            per_worker = {
+                pid: _counted_by(samples / f"counter_{pid}.db", "unknown_app", tmp_path / f"s{sent}-{pid}")
+                for pid in workers
+            }  # fmt: skip
+        scraped = httpx.get(f"{svc.url}/metrics").text
+    assert len(workers) == 2 and all(per_worker.values()), per_worker  # both workers counted
+    assert sum(per_worker.values()) == sent
+    assert _callback_count(scraped, "unknown_app") == sent  # one scrape, every worker's count
