@@ -92,9 +92,9 @@ def test_attention_lists_open_circuits_rejections_old_keys_and_disabled_tenants(
         item["text"] for item in client.get("/status.json", headers=operator).json["attention"]
     ]
     assert any("Circuit to auth.example.com is open" in t for t in texts)
-    assert any("1 callbacks rejected" in t for t in texts)
+    assert any("1 callback rejected" in t for t in texts)
     assert any("still under old keys" in t for t in texts)
-    assert "1 tenants cannot get a token: zendesk/intdev2." in texts
+    assert "1 tenant cannot get a token: zendesk/intdev2." in texts
     blocked = client.get("/status.json", headers=operator).json["needs_attention"]
     assert blocked["total"] == 1 and blocked["items"][0]["why"].startswith("disabled by the tenant")
     levels = [

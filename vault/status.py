@@ -301,19 +301,22 @@ def attention(data: dict[str, Any], now: dt.datetime) -> list[dict[str, str]]:
         items.append(
             {
                 "level": "warning",
-                "text": f"{sum(old.values())} values still under old keys ({', '.join(old)}): run 'delegation-vault crypto reencrypt'.",
+                "text": f"{_count(sum(old.values()), 'value')} still under old keys ({', '.join(old)}): run 'delegation-vault crypto reencrypt'.",
             }
         )
     rejected = sum(r["count"] for r in data["rejections"])
     if rejected:
         items.append(
-            {"level": "warning", "text": f"{rejected} callbacks rejected in the last 24 hours."}
+            {
+                "level": "warning",
+                "text": f"{_count(rejected, 'callback')} rejected in the last 24 hours.",
+            }
         )
     blocked = data["needs_attention"]
     if blocked["total"]:
         shown = ", ".join(f"{t['app']}/{t['tenant']}" for t in blocked["items"][:5])
         more = f" and {blocked['total'] - 5} more" if blocked["total"] > 5 else ""
-        text = f"{blocked['total']} tenants cannot get a token: {shown}{more}."
+        text = f"{_count(blocked['total'], 'tenant')} cannot get a token: {shown}{more}."
         items.append({"level": "info", "text": text})
     soon = [
         k["name"]
@@ -327,3 +330,7 @@ def attention(data: dict[str, Any], now: dt.datetime) -> list[dict[str, str]]:
             {"level": "warning", "text": f"Keys expiring within 14 days: {', '.join(soon)}."}
         )
     return items
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n:,} {noun}s"
