@@ -120,6 +120,9 @@ def test_cached_tokens_keep_serving_while_postgresql_is_down_and_changes_show_on
     during = [ask(outage_client, key) for _ in range(3)]
     assert {(r.status_code, r.json["source"]) for r in during} == {(200, "cache")}
     assert {r.json["access_token"] for r in during} == {issued.json["access_token"]}
+    # A token the caller reports rejected is never handed back; no new one can be stored: 503.
+    rejected = ask(outage_client, key, stale_token=issued.json["access_token"])
+    assert (rejected.status_code, rejected.json["error"]) == (503, "unavailable")
     # What was never read cannot be vouched for: another tenant, or a key never seen, is 503.
     for refused in (
         ask(outage_client, key, tenant="elsewhere"),

@@ -59,6 +59,31 @@ def test_default_margin_and_min_ttl_decide_freshness(
     assert oauth.calls == 2
 
 
+@pytest.mark.timeout(30)
+def test_a_leader_serves_the_token_it_fetched_even_if_storing_it_ate_its_margin(
+    client: FlaskClient,
+    runtime: Runtime,
+    key: str,
+    oauth: TokenServer,
+    clock: FrozenClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from vault.tokens import Tokens
+
+    oauth.default = Reply(expires_in=4)  # refresh margin: min(300, 4 / 2) = 2 s
+    store = Tokens._store
+
+    def slow_store(self: Tokens, *args: object) -> object:
+        stored = store(self, *args)  # type: ignore[arg-type]
+        clock.advance(3)  # a commit slower than half the token's life
+        return stored
+
+    monkeypatch.setattr(Tokens, "_store", slow_store)
+    reply = ask(client, key, min_ttl=0)
+    assert (reply.status_code, reply.json["source"]) == (200, "upstream")
+    assert oauth.calls == 1  # not fetched again, and again, for a margin it can never meet
+
+
 def test_missing_expires_in_uses_the_default_ttl(
     client: FlaskClient, key: str, oauth: TokenServer
 ) -> None:

@@ -169,13 +169,12 @@ class Tokens:
         holder stored).
         """
         target = resolve(session, self.rt, caller, query, snapshot)
-        # No transaction stays open while we wait on locks or the network; the app row is
-        # detached first so that ending the transaction does not expire what we read.
-        session.expunge_all()
+        # No transaction stays open while we wait on locks or the network (what resolve read is
+        # detached already, so ending the transaction expires nothing).
         session.rollback()
         key, now = target.key, self.rt.clock()
         if not snapshot.live:
-            return self._without_database(target, key, now, query.min_ttl)
+            return self._without_database(target, key, now, query)
         if query.stale_token and self._evict_if_current(session, key, query.stale_token):
             snapshot = UNCACHED  # the memo may still hold the row this request just deleted
         found = self._cached(session, key, now, query.min_ttl, snapshot=snapshot)
@@ -184,7 +183,9 @@ class Tokens:
         return self._miss(session, target, key, query.min_ttl)
 
     def _miss(self, session: Session, target: Target, key: str, min_ttl: int) -> Issued:
-        """Lead or join the key's flight; a shared token this caller finds too short runs again."""
+        """Lead or join the key's flight. A leader takes what it got; a caller handed the leader's
+        token checks it against its own min_ttl, and leads a flight of its own if it falls short.
+        """
         margin = self.rt.settings.token_refresh_margin
         while True:
             try:
@@ -196,7 +197,7 @@ class Tokens:
             if joined:
                 metrics.SINGLE_FLIGHT_WAITS.inc()
                 source = "cache"  # this caller did not call out: it was handed the leader's token
-            if token.fresh_for(self.rt.clock(), min_ttl, margin):
+            if not joined or token.fresh_for(self.rt.clock(), min_ttl, margin):
                 return self._issued(target, token, source)
 
     def _lead(self, session: Session, target: Target, key: str, min_ttl: int) -> tuple[Cached, str]:
@@ -219,13 +220,17 @@ class Tokens:
         log.warning("token endpoint unavailable; serving a cached token inside its refresh margin")
         return self._issued(target, found, "cache")
 
-    def _without_database(self, target: Target, key: str, now: dt.datetime, min_ttl: int) -> Issued:
+    def _without_database(
+        self, target: Target, key: str, now: dt.datetime, query: TokenQuery
+    ) -> Issued:
         """The database is down: no lock, no store, no eviction; the process's token serves while
-        it lasts. The process copy is the newest this process knows: it follows every shared row
-        read (dropped when the row was gone) and every token stored after the last read.
+        it lasts, unless the caller reports it rejected. The process copy is the newest this
+        process knows: it follows every shared row read (dropped when the row was gone) and
+        every token stored after the last read.
         """
         found = self.local.get(key)
-        if found is None or not found.fresh_for(now, min_ttl, 0):
+        rejected = found is not None and _same(found.access_token, query.stale_token)
+        if found is None or rejected or not found.fresh_for(now, query.min_ttl, 0):
             raise Unavailable("database_unavailable", retry_after=5)
         return self._issued(target, found, "cache")
 
@@ -290,8 +295,7 @@ class Tokens:
     def _evict_if_current(self, session: Session, key: str, presented: str) -> bool:
         row = self._row(session, key)
         cached = self._open(row) if row is not None else None
-        current = cached.access_token if cached else None
-        if current is None or not hmac.compare_digest(current.encode(), presented.encode()):
+        if cached is None or not _same(cached.access_token, presented):
             return False
         self.local.drop(key)
         with writing(session):
@@ -375,6 +379,10 @@ class Tokens:
     def _issued(self, target: Target, token: Cached, source: str) -> Issued:
         metrics.TOKEN_REQUESTS.labels("ok", source).inc()
         return Issued(token, target.app.slug, target.tenant, target.tenant_id, source)
+
+
+def _same(token: str, presented: str | None) -> bool:
+    return presented is not None and hmac.compare_digest(token.encode(), presented.encode())
 
 
 def resolve(
