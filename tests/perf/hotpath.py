@@ -1,0 +1,144 @@
+"""Where a cached token request's time goes, without HTTP: the WSGI apps called directly.
+
+    python -m tests.perf.hotpath [--calls 4000] [--profile]
+
+Times the floor and the service on the cached-token path (SQLite, one tenant), then switches
+parts of the service off one after another and prints what each saved (measurement only: the
+switches are monkeypatches in this process, never in the product). ``--profile`` prints cProfile's
+top functions by cumulative time instead. Medians of 7 batches; nothing here is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import cProfile
+import io
+import json
+import logging
+import os
+import pstats
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from tests import builders
+from tests.perf import bench
+from tests.support import oauth_server
+from vault.crypto import new_key_entry
+
+App = Callable[[dict[str, Any], Callable[..., Any]], Any]
+
+
+@contextmanager
+def cached_service() -> Iterator[tuple[App, dict[str, Any], bytes]]:
+    """The service app with one tenant's token cached, and the request to replay."""
+    workdir = Path(tempfile.mkdtemp(prefix="dv-hotpath-"))
+    with bench.databases({"sqlite"}, workdir) as dbs, oauth_server.serving() as oauth:
+        db, keys = dbs["sqlite"](), new_key_entry("hot1")
+        rt = bench.runtime_for(db, keys, workdir)
+        builders.register_app(rt, token_url=oauth.url)
+        key = builders.create_key(rt, "hot")
+        bench.seed_delegations(rt, 1)
+        rt.close()
+        os.environ.update(bench.service_env(db, keys, workdir))
+        from app import create_app
+
+        body = json.dumps({"app": "zendesk", "tenant": "tenant0"}).encode()
+        environ = {
+            "REQUEST_METHOD": "POST", "PATH_INFO": "/internal/v1/token", "QUERY_STRING": "",
+            "SERVER_NAME": "bench", "SERVER_PORT": "80", "wsgi.url_scheme": "http",
+            "CONTENT_TYPE": "application/json", "CONTENT_LENGTH": str(len(body)),
+            "HTTP_AUTHORIZATION": f"Bearer {key}", "REMOTE_ADDR": "127.0.0.1",
+            "wsgi.errors": sys.stderr,
+        }  # fmt: skip
+        # Log lines are formatted and written as in production, to /dev/null rather than a terminal
+        # (the handler keeps the stream it was built with, so the sink stays open for the run).
+        sink = open(os.devnull, "w")  # noqa: SIM115
+        with contextlib.redirect_stderr(sink):
+            app = create_app()
+        if not call(app, environ, body).startswith("200"):  # fills both cache levels
+            raise RuntimeError("the service did not issue a token")
+        yield app, environ, body
+
+
+def call(app: App, environ: dict[str, Any], body: bytes) -> str:
+    statuses: list[str] = []
+    result = app(
+        {**environ, "wsgi.input": io.BytesIO(body)}, lambda s, h, e=None: statuses.append(s)
+    )
+    b"".join(result)
+    getattr(result, "close", lambda: None)()
+    return statuses[0]
+
+
+def per_call_us(app: App, environ: dict[str, Any], body: bytes, calls: int) -> float:
+    batches = []
+    for _ in range(7):
+        started = time.perf_counter()
+        for _ in range(calls):
+            call(app, environ, body)
+        batches.append((time.perf_counter() - started) / calls * 1e6)
+    return round(statistics.median(batches), 1)
+
+
+def switches(app: Any) -> list[tuple[str, Callable[[], None]]]:
+    """Parts of the cached path, each turned off in this process only."""
+    from app import auth, internal
+    from vault import tokens
+
+    class Silent:
+        def labels(self, *_: object) -> Silent:
+            return self
+
+        def inc(self, *_: object) -> None: ...
+
+    def plain_json(self: Any, silent: bool = False) -> Any:
+        return json.loads(self.get_data())
+
+    reads = app.extensions["vault"].reads
+    return [
+        ("query-string key check", lambda: setattr(auth, "_refuse_query_keys", lambda: None)),
+        ("access log line", lambda: logging.getLogger("delegation_vault.access").setLevel(logging.WARNING)),
+        ("token request counter", lambda: setattr(tokens.metrics, "TOKEN_REQUESTS", Silent())),
+        ("JSON body via get_json", lambda: setattr(internal.request.__class__, "get_json", plain_json)),
+        ("request-id and access hooks", lambda: (app.before_request_funcs.clear(), app.after_request_funcs.clear())),
+        ("change probe", lambda: setattr(reads, "_ask", lambda: 1)),
+    ]  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=4000, help="calls per batch")
+    parser.add_argument("--profile", action="store_true", help="print cProfile's top functions")
+    args = parser.parse_args(argv)
+    from tests.perf.floor import app as floor
+
+    with cached_service() as (app, environ, body):
+        if args.profile:
+            profile = cProfile.Profile()
+            profile.runcall(lambda: [call(app, environ, body) for _ in range(args.calls)])
+            pstats.Stats(profile).sort_stats("cumulative").print_stats(40)
+            return 0
+        print(json.dumps({"floor_us": per_call_us(floor, environ, body, args.calls)}))
+        before = per_call_us(app, environ, body, args.calls)
+        print(json.dumps({"service_us": before}))
+        for name, switch_off in switches(app):
+            switch_off()
+            after = per_call_us(app, environ, body, args.calls)
+            print(
+                json.dumps(
+                    {"without": name, "service_us": after, "saved_us": round(before - after, 1)}
+                )
+            )
+            before = after
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
