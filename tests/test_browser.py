@@ -44,69 +44,75 @@ def browser() -> Iterator[Any]:
         chromium.close()
 
 
-@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
-def test_an_operator_sees_attention_first_pages_and_filters_without_csp_violations(
-    browser: Any, runtime: Runtime, tmp_path: Path
-) -> None:
+@pytest.fixture
+def served(runtime: Runtime) -> Iterator[tuple[str, str]]:
+    """The demo vault served on loopback, and an operator key for it."""
     key = demo.seed(runtime)
     with live_server.serving(create_app(runtime=runtime)) as base:
-        context = browser.new_context(http_credentials={"username": "ops", "password": key})
-        page = context.new_page()
-        console: list[str] = []
-        page.on("console", lambda msg: console.append(f"{msg.type}: {msg.text}"))
-        page.on("pageerror", lambda err: console.append(f"pageerror: {err}"))
+        yield base, key
 
-        assert page.goto(f"{base}/status").status == 200
-        attention = page.locator("#attention li")
-        assert attention.count() >= 2
-        assert "disabled" in page.locator("#attention").inner_text()
-        # The stylesheet applied (CSP allows 'self' styles only): the attention items carry a border.
-        border = attention.first.evaluate("e => getComputedStyle(e).borderLeftWidth")
-        assert border == "4px"
-        rows = page.locator("#tenants tbody tr")
-        assert rows.count() == 50
-        first_page = rows.first.inner_text()
 
-        page.click("a[rel=next]")
-        page.wait_for_load_state()
-        assert "page 2 of" in page.locator(".pages").inner_text()
-        assert page.locator("#tenants tbody tr").first.inner_text() != first_page
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_an_operator_sees_attention_first_pages_and_filters_without_csp_violations(
+    browser: Any, served: tuple[str, str], tmp_path: Path
+) -> None:
+    base, key = served
+    context = browser.new_context(http_credentials={"username": "ops", "password": key})
+    page = context.new_page()
+    console: list[str] = []
+    page.on("console", lambda msg: console.append(f"{msg.type}: {msg.text}"))
+    page.on("pageerror", lambda err: console.append(f"pageerror: {err}"))
 
-        page.fill("input[name=q]", "intdev2")
-        page.click(".filters button")
-        page.wait_for_load_state()
-        assert page.locator("#tenants tbody tr").count() == 1
-        assert "b48d…9a00" in page.locator("#tenants").inner_text()
+    assert page.goto(f"{base}/status").status == 200
+    attention = page.locator("#attention li")
+    assert attention.count() >= 2
+    assert "disabled" in page.locator("#attention").inner_text()
+    # The stylesheet applied (CSP allows 'self' styles only): the attention items carry a border.
+    border = attention.first.evaluate("e => getComputedStyle(e).borderLeftWidth")
+    assert border == "4px"
+    rows = page.locator("#tenants tbody tr")
+    assert rows.count() == 50
+    first_page = rows.first.inner_text()
 
-        html = page.content()
-        for secret in (*demo.USERS, CLIENT_SECRET, SIGNING_SECRET, key):
-            assert secret not in html
-        page.screenshot(path=str(tmp_path / "status.png"), full_page=True)
-        assert (tmp_path / "status.png").stat().st_size > 10_000
-        context.close()
+    page.click("a[rel=next]")
+    page.wait_for_load_state()
+    assert "page 2 of" in page.locator(".pages").inner_text()
+    assert page.locator("#tenants tbody tr").first.inner_text() != first_page
+
+    page.fill("input[name=q]", "intdev2")
+    page.click(".filters button")
+    page.wait_for_load_state()
+    assert page.locator("#tenants tbody tr").count() == 1
+    assert "b48d…9a00" in page.locator("#tenants").inner_text()
+
+    html = page.content()
+    for secret in (*demo.USERS, CLIENT_SECRET, SIGNING_SECRET, key):
+        assert secret not in html
+    page.screenshot(path=str(tmp_path / "status.png"), full_page=True)
+    assert (tmp_path / "status.png").stat().st_size > 10_000
+    context.close()
     assert not [line for line in console if line.startswith(("error", "pageerror"))], console
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_on_a_phone_the_page_never_scrolls_sideways_and_wide_tables_scroll_in_place(
-    browser: Any, runtime: Runtime, tmp_path: Path
+    browser: Any, served: tuple[str, str], tmp_path: Path
 ) -> None:
-    key = demo.seed(runtime)
-    with live_server.serving(create_app(runtime=runtime)) as base:
-        context = browser.new_context(
-            http_credentials={"username": "ops", "password": key},
-            viewport={"width": 390, "height": 844},
-            device_scale_factor=2,
-            is_mobile=True,
-        )
-        page = context.new_page()
-        assert page.goto(f"{base}/status").status == 200
-        viewport = page.evaluate("window.innerWidth")
-        assert page.evaluate("document.documentElement.scrollWidth") <= viewport
-        tenants = page.locator("#tenants table").first
-        # The tenant table is wider than the phone: it scrolls inside its own box.
-        assert tenants.evaluate("t => getComputedStyle(t).overflowX") == "auto"
-        assert tenants.evaluate("t => t.scrollWidth > t.clientWidth")
-        assert page.locator("#attention li").first.is_visible()
-        page.screenshot(path=str(tmp_path / "status-phone.png"), full_page=True)
-        context.close()
+    base, key = served
+    context = browser.new_context(
+        http_credentials={"username": "ops", "password": key},
+        viewport={"width": 390, "height": 844},
+        device_scale_factor=2,
+        is_mobile=True,
+    )
+    page = context.new_page()
+    assert page.goto(f"{base}/status").status == 200
+    viewport = page.evaluate("window.innerWidth")
+    assert page.evaluate("document.documentElement.scrollWidth") <= viewport
+    tenants = page.locator("#tenants table").first
+    # The tenant table is wider than the phone: it scrolls inside its own box.
+    assert tenants.evaluate("t => getComputedStyle(t).overflowX") == "auto"
+    assert tenants.evaluate("t => t.scrollWidth > t.clientWidth")
+    assert page.locator("#attention li").first.is_visible()
+    page.screenshot(path=str(tmp_path / "status-phone.png"), full_page=True)
+    context.close()

@@ -36,9 +36,8 @@ def pauses() -> list[float]:
 @pytest.fixture
 def endpoint(pauses: list[float]) -> Iterator[Upstream]:
     settings = Settings(allow_http_token_urls=True, upstream_timeout=0.5)
-    made = Upstream(settings, sleep=pauses.append)  # pauses are recorded, not slept
-    yield made
-    made.close()
+    with Upstream(settings, sleep=pauses.append) as made:  # pauses are recorded, not slept
+        yield made
 
 
 def delegation(server: TokenServer, **changes: object) -> TokenRequest:
@@ -91,12 +90,11 @@ def test_client_secret_basic_sends_form_encoded_credentials_in_the_header(
 
 
 def test_plain_http_is_refused_unless_the_settings_allow_it(oauth: TokenServer) -> None:
-    strict = Upstream(Settings(allow_http_token_urls=False))
-    try:
-        with pytest.raises(UpstreamRejected) as refused:
-            strict.fetch(delegation(oauth), SECRET, 600)
-    finally:
-        strict.close()
+    with (
+        Upstream(Settings(allow_http_token_urls=False)) as strict,
+        pytest.raises(UpstreamRejected) as refused,
+    ):
+        strict.fetch(delegation(oauth), SECRET, 600)
     assert refused.value.upstream_error == "insecure_token_url"
     assert oauth.calls == 0
 
@@ -159,15 +157,13 @@ def test_5xx_and_429_are_retried_until_an_answer(
 
 
 def test_attempts_stop_at_the_configured_maximum(oauth: TokenServer, pauses: list[float]) -> None:
-    five = Upstream(
-        Settings(allow_http_token_urls=True, upstream_max_attempts=5), sleep=pauses.append
-    )
+    settings = Settings(allow_http_token_urls=True, upstream_max_attempts=5)
     oauth.default = Reply(503, {})
-    try:
-        with pytest.raises(UpstreamUnavailable) as unavailable:
-            five.fetch(delegation(oauth), SECRET, 600)
-    finally:
-        five.close()
+    with (
+        Upstream(settings, sleep=pauses.append) as five,
+        pytest.raises(UpstreamUnavailable) as unavailable,
+    ):
+        five.fetch(delegation(oauth), SECRET, 600)
     assert (unavailable.value.reason, oauth.calls, len(pauses)) == ("http_503", 5, 4)
 
 
@@ -228,13 +224,9 @@ def test_the_overall_deadline_cuts_tries_short(
 ) -> None:
     monkeypatch.setattr(upstream, "DEADLINE", 1.0)
     settings = Settings(allow_http_token_urls=True, upstream_timeout=0.4, upstream_max_attempts=10)
-    patient = Upstream(settings, sleep=lambda _s: None)
     oauth.default = Reply(delay=2.0)
-    try:
-        with pytest.raises(UpstreamUnavailable):
-            patient.fetch(delegation(oauth), SECRET, 600)
-    finally:
-        patient.close()
+    with Upstream(settings, sleep=lambda _s: None) as patient, pytest.raises(UpstreamUnavailable):
+        patient.fetch(delegation(oauth), SECRET, 600)
     assert 1 <= oauth.calls < 10  # a 1 s deadline leaves room for at most a few 0.4 s tries
 
 
@@ -259,13 +251,12 @@ def certificates(tmp_path_factory: pytest.TempPathFactory) -> tls.Certificates:
 def test_an_untrusted_certificate_is_a_tls_error_and_nothing_is_sent(
     certificates: tls.Certificates, pauses: list[float]
 ) -> None:
-    with serving(certificates.server_context()) as server:
-        made = Upstream(Settings(upstream_timeout=2.0), sleep=pauses.append)  # trusts certifi's CAs
-        try:
-            with pytest.raises(UpstreamUnavailable) as unavailable:
-                made.fetch(delegation(server), SECRET, 600)
-        finally:
-            made.close()
+    with (
+        serving(certificates.server_context()) as server,
+        Upstream(Settings(upstream_timeout=2.0), sleep=pauses.append) as made,  # certifi's CAs
+        pytest.raises(UpstreamUnavailable) as unavailable,
+    ):
+        made.fetch(delegation(server), SECRET, 600)
     assert unavailable.value.reason == "tls_error"
     assert server.calls == 0  # no handshake, so no request: the secret never left
 
@@ -274,12 +265,11 @@ def test_a_token_endpoint_behind_a_private_ca_works_once_that_ca_is_trusted(
     certificates: tls.Certificates, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("SSL_CERT_FILE", str(certificates.ca_file))
-    with serving(certificates.server_context()) as server:
-        made = Upstream(Settings(upstream_timeout=2.0))
-        try:
-            token = made.fetch(delegation(server), SECRET, 600)
-        finally:
-            made.close()
+    with (
+        serving(certificates.server_context()) as server,
+        Upstream(Settings(upstream_timeout=2.0)) as made,
+    ):
+        token = made.fetch(delegation(server), SECRET, 600)
     assert server.url.startswith("https://")
     issued = server.introspect(token.access_token)
     assert issued is not None and (issued.tenant, issued.user_id) == ("intdev2", USER)
@@ -430,8 +420,10 @@ def test_every_fault_ends_in_the_contracts_error_and_leaves_no_thread_or_socket_
         "tls": (None, "tls_error", UpstreamUnavailable),
     }  # fmt: skip
     settings = Settings(allow_http_token_urls=True, upstream_timeout=0.2, upstream_max_attempts=2)
-    with serving(certificates.server_context()) as tls_server:
-        made = Upstream(settings, sleep=pauses.append)
+    with (
+        serving(certificates.server_context()) as tls_server,
+        Upstream(settings, sleep=pauses.append) as made,
+    ):
         targets = {
             "down": delegation(oauth, token_url=f"http://127.0.0.1:{closed_port}/token"),
             "tls": delegation(tls_server),
@@ -448,14 +440,11 @@ def test_every_fault_ends_in_the_contracts_error_and_leaves_no_thread_or_socket_
                     got.reason if isinstance(got, UpstreamUnavailable) else got.upstream_error
                 ) == code, name  # type: ignore[attr-defined]
 
-        try:
-            every_fault()  # the first round opens the pool's keep-alive connections
-            baseline = _settled((threading.active_count(), _open_sockets()), slack=0)
-            for _ in range(5):
-                every_fault()
-            after = _settled(baseline, slack=2)
-        finally:
-            made.close()
+        every_fault()  # the first round opens the pool's keep-alive connections
+        baseline = _settled((threading.active_count(), _open_sockets()), slack=0)
+        for _ in range(5):
+            every_fault()
+        after = _settled(baseline, slack=2)
     # 45 more failed requests (90 tries): a leak of one thread or socket per try would show.
     assert after[0] <= baseline[0] + 2, f"threads {baseline[0]} -> {after[0]}"
     assert after[1] <= baseline[1] + 2, f"sockets {baseline[1]} -> {after[1]}"

@@ -119,6 +119,12 @@ class Upstream:
     def close(self) -> None:
         self.client.close()
 
+    def __enter__(self) -> Upstream:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
     def fetch(
         self, request: TokenRequest, secret: str, default_ttl: int, deadline: float | None = None
     ) -> Token:
