@@ -24,7 +24,9 @@ def test_no_delegation_scan(sqlite_engine: Engine, statement: str) -> None:
     params = compiled.construct_params({"slug": "zendesk", "tenant": "intdev2", "app_id": 1})
     values = tuple(params[name] for name in compiled.positiontup or ())
     with sqlite_engine.connect() as conn:
-        plan = [row[3] for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + str(compiled), values)]
+        plan = [
+            row[3] for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + str(compiled), values)
+        ]
     sqlite_engine.dispose()
     delegation_steps = [step for step in plan if "delegations" in step]
     assert delegation_steps, plan

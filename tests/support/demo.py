@@ -30,15 +30,23 @@ def seed(runtime: Runtime, bulk: int = 120) -> str:
     client = create_app(runtime=runtime).test_client()
     now = runtime.clock()
     for i, name in enumerate(["intdev2", "acme", "globex", "initech"]):
-        body = delegation_body(now, tenant=name, tenantId=str(uuid.UUID(int=i + 1)), delegationUserId=USERS[i])
+        body = delegation_body(
+            now, tenant=name, tenantId=str(uuid.UUID(int=i + 1)), delegationUserId=USERS[i]
+        )
         raw, headers = signed(body)
         client.post("/api/v1/applications/zendesk/config", data=raw, headers=headers)
     later = now + dt.timedelta(seconds=1)
-    raw, headers = signed(lifecycle_body(later, "disable", tenant="globex", tenantId=str(uuid.UUID(int=3))))
+    raw, headers = signed(
+        lifecycle_body(later, "disable", tenant="globex", tenantId=str(uuid.UUID(int=3)))
+    )
     client.post("/api/v1/applications/zendesk/lifecycle", data=raw, headers=headers)
-    raw, headers = signed(lifecycle_body(later, "uninstall", tenant="initech", tenantId=str(uuid.UUID(int=4))))
+    raw, headers = signed(
+        lifecycle_body(later, "uninstall", tenant="initech", tenantId=str(uuid.UUID(int=4)))
+    )
     client.post("/api/v1/applications/zendesk/lifecycle", data=raw, headers=headers)
-    client.post("/api/v1/applications/zendesk/config", data=b"{}", headers={"x-seismic-signature": "0" * 64})
+    client.post(
+        "/api/v1/applications/zendesk/config", data=b"{}", headers={"x-seismic-signature": "0" * 64}
+    )
     _bulk(runtime, bulk)
     with runtime.session() as session:
         session.add(UpstreamHealth(
@@ -57,7 +65,9 @@ def _bulk(runtime: Runtime, count: int) -> None:
         app_id = apps.get_app(session, "zendesk").id
         rows = []
         for i in range(count):
-            row = Delegation(app_id=app_id, tenant=f"tenant{i:05d}", tenant_id=str(uuid.UUID(int=1000 + i)))
+            row = Delegation(
+                app_id=app_id, tenant=f"tenant{i:05d}", tenant_id=str(uuid.UUID(int=1000 + i))
+            )
             user = runtime.keyring.encrypt(str(uuid.uuid4()), row_aad(row, "delegation_user_id"))
             rows.append({
                 "app_id": app_id, "tenant": row.tenant, "tenant_id": row.tenant_id, "state": "active",
