@@ -58,22 +58,17 @@ def test_with_nothing_committed_a_read_is_made_once(runtime: Runtime) -> None:
     assert runs == [0]
 
 
-def test_a_commit_through_another_process_is_seen_by_the_next_request(
-    runtime: Runtime, other_process: Engine, clock: FrozenClock
+@pytest.mark.parametrize("writer", ["another process", "this process"])
+def test_a_commit_is_seen_by_the_next_request(
+    runtime: Runtime, request: pytest.FixtureRequest, clock: FrozenClock, writer: str
 ) -> None:
+    # this process commits through its pool, which the probe does not use
+    engine = (
+        request.getfixturevalue("other_process") if writer == "another process" else runtime.engine
+    )
     load, runs = counting(runtime.engine)
     assert runtime.reads.begin().get("keys", load) == 0
-    add_key(other_process, "elsewhere", clock)
-    assert runtime.reads.begin().get("keys", load) == 1
-    assert runs == [0, 1]
-
-
-def test_a_commit_through_this_process_is_seen_by_the_next_request(
-    runtime: Runtime, clock: FrozenClock
-) -> None:
-    load, runs = counting(runtime.engine)
-    assert runtime.reads.begin().get("keys", load) == 0
-    add_key(runtime.engine, "here", clock)  # through the same pool the probe does not use
+    add_key(engine, "elsewhere", clock)
     assert runtime.reads.begin().get("keys", load) == 1
     assert runs == [0, 1]
 
