@@ -26,6 +26,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 import uuid
@@ -34,13 +35,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-from sqlalchemy import func, insert, select
+from sqlalchemy import create_engine, func, insert, select, text
 
 from tests import builders
 from tests.support import oauth_server, postgres
 from vault import apps, migrate
 from vault.clock import iso
 from vault.crypto import new_key_entry, parse_keyring
+from vault.freshness import PROBES
 from vault.models import Delegation, ProcessedRequest
 from vault.runtime import Runtime, ensure_key_check
 from vault.sealing import row_aad
@@ -294,6 +296,44 @@ def seed_delegations(rt: Runtime, count: int) -> None:
             session.commit()
 
 
+def settle(db: Database) -> None:
+    """Refresh the planner's statistics, as a database long in service has them.
+
+    Without this, PostgreSQL's autovacuum analyzes the freshly loaded tables minutes later, in the
+    middle of a round; an ANALYZE is a commit, and every commit starts each worker's memo of reads
+    over (see ``changes``, which counts what the run still sees).
+    """
+    engine = create_engine(db.url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(text("VACUUM ANALYZE" if db.engine_name == "postgresql" else "ANALYZE"))
+    engine.dispose()
+
+
+@contextlib.contextmanager
+def changes(db: Database) -> Iterator[list[int]]:
+    """Count the commits the service's change probe would see, asking every 50 ms, while inside."""
+    seen = [0]
+    done = threading.Event()
+    engine = create_engine(db.url, isolation_level="AUTOCOMMIT")
+
+    def watch() -> None:
+        with engine.connect() as conn:
+            last = conn.exec_driver_sql(PROBES[db.engine_name]).scalar()
+            while not done.wait(0.05):
+                marker = conn.exec_driver_sql(PROBES[db.engine_name]).scalar()
+                seen[0] += marker != last
+                last = marker
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        yield seen
+    finally:
+        done.set()
+        watcher.join()
+        engine.dispose()
+
+
 def token_lines(path: Path, key: str, tenants: int, count: int = 20_000) -> Path:
     with path.open("w") as out:
         for i in range(count):
@@ -318,14 +358,17 @@ def bench_tokens(
         lines = token_lines(workdir / "tokens.txt", key, spread)
         with gunicorn("app.wsgi:app", service_env(db, keys, workdir)) as server:
             warm(server.url, key, spread)
+            settle(db)
             warmed = oauth.calls
-            result = compare(server, floor, lambda: lines, "token", args)
+            with changes(db) as seen:
+                result = compare(server, floor, lambda: lines, "token", args)
             rss = server.worker_rss_mb()
         return {
             **result,
             "delegations": stored,
             "tenants": spread,
             "upstream_calls_during_run": oauth.calls - warmed,
+            "commits_seen_during_run": seen[0],
             "worker_rss_mb": rss,
         }
 
