@@ -24,6 +24,7 @@ from sqlalchemy import func, select, text
 
 from tests.builders import delegation_body, register_app, signed
 from tests.support import service
+from tests.support.ports import free_port
 from vault.crypto import new_key_entry, parse_keyring
 from vault.models import DelegationHistory, ProcessedRequest
 from vault.runtime import Runtime, ensure_key_check
@@ -96,7 +97,7 @@ def test_kill_9_of_a_worker_and_of_the_server_loses_no_acknowledged_callback(
     vault_env: tuple[dict[str, str], Runtime], tmp_path: Path
 ) -> None:
     env, runtime = vault_env
-    port = service.free_port()
+    port = free_port()
     with service.running(env, tmp_path, port=port) as svc:
         burst = Burst(svc.url)
         pool = burst.run()

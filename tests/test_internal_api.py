@@ -8,6 +8,7 @@ from flask.testing import FlaskClient
 from tests.builders import TENANT, TENANT_ID, USER, create_key, lifecycle_body, register_app
 from tests.support.clock import FrozenClock
 from tests.support.oauth_server import Reply, TokenServer
+from tests.support.ports import free_port
 from tests.token_fixtures import LIFECYCLE, TOKEN, ask, deliver
 from vault.runtime import Runtime
 
@@ -224,11 +225,7 @@ def test_delegation_lookup_of_an_impossible_name_is_404_on_every_engine(
 def test_an_unreachable_token_endpoint_is_503_with_retry_after(
     client: FlaskClient, runtime: Runtime, key: str
 ) -> None:
-    import socket
-
-    with socket.socket() as sock:  # a loopback port nobody listens on
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()  # a loopback port nobody listens on
     register_app(
         runtime, "down", grant="client_credentials", vendor_app_id=None,
         token_url=f"http://127.0.0.1:{port}/token",

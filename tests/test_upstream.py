@@ -6,7 +6,6 @@ import base64
 import datetime as dt
 import logging
 import os
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -18,6 +17,7 @@ from tests.builders import USER
 from tests.support import tls
 from tests.support.clock import FrozenClock
 from tests.support.oauth_server import Reply, TokenServer, serving
+from tests.support.ports import free_port
 from vault import circuit, upstream
 from vault.errors import UpstreamRejected, UpstreamUnavailable
 from vault.models import UpstreamHealth
@@ -231,9 +231,7 @@ def test_the_overall_deadline_cuts_tries_short(
 
 
 def test_network_errors_are_retried(endpoint: Upstream, pauses: list[float]) -> None:
-    with socket.socket() as sock:  # a port nobody listens on
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()  # nobody listens there
     request = TokenRequest(
         f"http://127.0.0.1:{port}/token", "c", "client_secret_post", "client_credentials",
         None, None, "",
@@ -404,9 +402,7 @@ def _settled(baseline: tuple[int, int], slack: int) -> tuple[int, int]:
 def test_every_fault_ends_in_the_contracts_error_and_leaves_no_thread_or_socket_behind(
     oauth: TokenServer, certificates: tls.Certificates, pauses: list[float]
 ) -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        closed_port = sock.getsockname()[1]
+    closed_port = free_port()
     too_big = {"access_token": "x" * 200_000, "token_type": "Bearer"}
     faults: dict[str, tuple[Reply | None, str, type[Exception]]] = {
         "slow": (Reply(delay=0.5), "timeout", UpstreamUnavailable),

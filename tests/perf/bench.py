@@ -21,7 +21,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -39,6 +38,7 @@ from sqlalchemy import create_engine, func, insert, select, text
 
 from tests import builders
 from tests.support import oauth_server, postgres
+from tests.support.ports import free_port
 from vault import apps, migrate
 from vault.clock import iso
 from vault.crypto import new_key_entry, parse_keyring
@@ -53,12 +53,6 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 WORKERS = 2
 THREADS = 8
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass

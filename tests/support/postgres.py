@@ -12,6 +12,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from tests.support.ports import free_port
+
 BINARIES = ("initdb", "pg_ctl", "postgres")
 
 
@@ -27,19 +29,13 @@ def available() -> bool:
     return all(_find(b) for b in BINARIES)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 class PostgresServer:
     """initdb into a fresh directory and serve on a loopback port; runs as ``postgres`` under root."""
 
     def __init__(self, root: Path | None = None) -> None:
         self.root = Path(root or tempfile.mkdtemp(prefix="dv-pg-"))
         self.data = self.root / "data"
-        self.port = _free_port()
+        self.port = free_port()
         self.as_postgres = os.geteuid() == 0
 
     def _run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
