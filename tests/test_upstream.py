@@ -392,9 +392,8 @@ def _settled(baseline: tuple[int, int], slack: int) -> tuple[int, int]:
     deadline = time.monotonic() + 5
     while True:
         now = (threading.active_count(), _open_sockets())
-        if all(n <= b + slack for n, b in zip(now, baseline, strict=True)):
-            return now
-        if time.monotonic() > deadline:
+        settled = all(n <= b + slack for n, b in zip(now, baseline, strict=True))
+        if settled or time.monotonic() > deadline:
             return now
         time.sleep(0.05)
 
