@@ -15,7 +15,7 @@ from vault.db import writing
 from vault.runtime import Runtime
 from vault.signatures import sign
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "seismic"
+VENDOR = Path(__file__).resolve().parent / "vendor"  # Seismic's example callbacks, byte for byte
 VENDOR_APP_ID = "fcdd244c-1cce-4e6b-aad9-7e6820a99a20"
 SIGNING_SECRET = "whsec-demo-signing-secret-1"
 PREVIOUS_SIGNING_SECRET = "whsec-demo-signing-secret-0"
@@ -92,4 +92,4 @@ def signed(
 
 
 def example(name: str) -> bytes:
-    return (SHARED / name).read_bytes()
+    return (VENDOR / name).read_bytes()
