@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import atexit
 import itertools
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import hypothesis
+import hypothesis.configuration
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
@@ -22,6 +27,14 @@ from vault.runtime import Runtime, ensure_key_check
 from vault.settings import Settings
 
 pytest_plugins = ["tests.token_fixtures"]
+
+# Fuzzing keeps no example database and no caches in the checkout: the suite leaves the tree as
+# it found it.
+_hypothesis_home = tempfile.mkdtemp(prefix="dv-hypothesis-")
+atexit.register(shutil.rmtree, _hypothesis_home, ignore_errors=True)
+hypothesis.configuration.set_hypothesis_home_dir(_hypothesis_home)
+hypothesis.settings.register_profile("vault", database=None)
+hypothesis.settings.load_profile("vault")
 REQUIRE_POSTGRES = os.environ.get("DV_REQUIRE_POSTGRES") == "1"
 _names = itertools.count()
 
