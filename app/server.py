@@ -5,6 +5,7 @@ from __future__ import annotations
 import atexit
 import os
 import shutil
+import sys
 import tempfile
 from typing import Any
 
@@ -45,6 +46,12 @@ class Server(BaseApplication):  # type: ignore[misc]
         return create_app(self.settings)
 
 
+def _when_ready(arbiter: Any) -> None:
+    """Say where the service listens, once the sockets are bound (a port of 0 is resolved)."""
+    for listener in arbiter.LISTENERS:
+        print(f"delegation-vault: listening on {listener}", file=sys.stderr, flush=True)
+
+
 def run(settings: Settings, *, bind: str, workers: int, threads: int) -> None:
     _metrics_dir()
     options = {
@@ -59,6 +66,7 @@ def run(settings: Settings, *, bind: str, workers: int, threads: int) -> None:
         "errorlog": "-",
         "loglevel": "warning",
         "child_exit": _child_exit,
+        "when_ready": _when_ready,
         "proc_name": "delegation-vault",
         "forwarded_allow_ips": os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1"),
     }

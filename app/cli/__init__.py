@@ -19,6 +19,7 @@ from app.cli.sign import sign
 
 
 @click.group(cls=Commands, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="delegation-vault", prog_name="delegation-vault")
 def cli() -> None:
     """Delegation Vault: Seismic delegations, kept encrypted, exchanged for access tokens."""
 
