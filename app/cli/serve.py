@@ -25,8 +25,10 @@ def serve(bind: str | None, workers: int | None, threads: int) -> None:
 
     settings = Settings.from_env()
     open_runtime(settings).engine.dispose()  # refuse early: no key, old schema, wrong keyring
-    # A development vault holds a generated key beside its database: never on every interface.
-    host = "0.0.0.0" if settings.production else "127.0.0.1"  # noqa: S104 (the contract's production bind)
+    # Every interface is the contract's production bind; a development vault (a generated key
+    # beside its database) listens on loopback only.
+    everywhere = "0.0.0.0"  # noqa: S104  # nosec B104
+    host = everywhere if settings.production else "127.0.0.1"
     bind = bind or f"{host}:{settings.port}"
     workers = workers or int(os.environ.get("WEB_CONCURRENCY", "2"))
     server.run(settings, bind=bind, workers=workers, threads=threads)
