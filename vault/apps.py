@@ -114,10 +114,10 @@ def add_app(
     if spec.grant == Grant.DELEGATION and not signing_secret:
         raise OperationalError("a delegation app needs a signing secret")
     with writing(session):
-        return _insert(session, keyring, spec, client_secret, signing_secret, now)
+        return insert_app(session, keyring, spec, client_secret, signing_secret, now)
 
 
-def _insert(
+def insert_app(
     session: Session,
     keyring: Keyring,
     spec: AppSpec,
@@ -125,6 +125,7 @@ def _insert(
     signing_secret: str | None,
     now: dt.datetime,
 ) -> App:
+    """Insert a validated app inside the caller's write transaction."""
     if session.scalar(select(App.id).where(App.slug == spec.slug)) is not None:
         raise OperationalError(f"an app named {spec.slug!r} already exists")
     app = App(
