@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+import shlex
 import signal
+import sys
 import threading
 from types import FrameType
 
@@ -116,10 +118,16 @@ def _explain(url: str, service: str, key: str) -> None:
         f"  curl -sS -X POST {service}/internal/v1/token -H 'Authorization: Bearer {key}' "
         f"-H 'Content-Type: application/json' -d '{ask}'\n\n"
         f"Send Seismic's other callbacks from another shell:\n"
-        f"  delegation-vault sandbox send disable|enable|uninstall|delegation "
+        f"  {_command()} sandbox send disable|enable|uninstall|delegation "
         f"[--tenant {TENANT}] [--sandbox {url}]\n"
         f"Ctrl-C stops the stand-in.",
     )
+
+
+def _command() -> str:
+    """How this command was called (.venv/bin/delegation-vault, say), to print lines that paste."""
+    called = sys.argv[0] if sys.argv else ""
+    return shlex.quote(called) if called.endswith("delegation-vault") else "delegation-vault"
 
 
 def _wait_for_a_signal() -> None:
