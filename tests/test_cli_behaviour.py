@@ -340,3 +340,9 @@ def test_upgrading_narrows_apps_that_allowed_any_scope_by_saying_nothing(tmp_pat
         allowed = connection.scalar(select(apps_table.c.allowed_scopes))
     engine.dispose()
     assert allowed == "read"
+
+
+def test_a_key_name_that_can_never_work_is_a_usage_error(run: Run) -> None:
+    result = run("keys", "create", "not a name")
+    assert result.exit_code == 2 and result.stdout == ""
+    assert one_line(result).startswith("Error: NAME:")
