@@ -44,7 +44,10 @@ class VaultClient:
             raise ValueError("the service key is empty or holds white space")
         self._key = key
         self._timeout = timeout
-        self._verify = verify
+        # A CA bundle's path becomes a context: httpx deprecates paths in ``verify``.
+        self._verify = (
+            ssl.create_default_context(cafile=verify) if isinstance(verify, str) else verify
+        )
         self._http = httpx.Client(**self._options())
 
     def __repr__(self) -> str:
