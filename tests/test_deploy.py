@@ -59,7 +59,10 @@ def _seeded(folder: Path) -> tuple[dict[str, str], str]:
     register_app(runtime)
     operator_key = create_key(runtime, "ops", role="operator")
     runtime.close()
-    env = {"DATABASE_URL": url, "DV_KEYS": entry, "DV_KEYS_FILE": "", "DV_ENV": "production"}
+    env = {
+        "DATABASE_URL": url, "DV_KEYS": entry, "DV_KEYS_FILE": "", "DV_ENV": "production",
+        "PROMETHEUS_MULTIPROC_DIR": str(service.metrics_dir(folder)),
+    }  # fmt: skip
     return env, operator_key
 
 
