@@ -26,27 +26,17 @@ class Slot:
         # Held by one thread while it asks the vault; never across a yield to the HTTP client.
         self.lock = threading.Lock()
         self._guard = threading.Lock()
-        self._async_locks: weakref.WeakKeyDictionary[object, anyio.Lock] = (
-            weakref.WeakKeyDictionary()
-        )
-        self._trio_locks: dict[object, anyio.Lock] = {}
+        self._async_locks: weakref.WeakKeyDictionary[Any, anyio.Lock] = weakref.WeakKeyDictionary()
+        self._unweakable_locks: dict[Any, anyio.Lock] = {}
 
     def async_lock(self) -> anyio.Lock:
         """This event loop's lock: an async lock cannot be shared between event loops."""
         loop = anyio.lowlevel.current_token().native_token
         with self._guard:
             try:
-                locks: Any = self._async_locks
-                return _lock_in(locks, loop)
+                return self._async_locks.setdefault(loop, anyio.Lock())
             except TypeError:  # an event loop object that takes no weak reference
-                return _lock_in(self._trio_locks, loop)
-
-
-def _lock_in(locks: Any, loop: object) -> anyio.Lock:
-    lock: anyio.Lock | None = locks.get(loop)
-    if lock is None:
-        lock = locks[loop] = anyio.Lock()
-    return lock
+                return self._unweakable_locks.setdefault(loop, anyio.Lock())
 
 
 _slots: dict[SlotKey, Slot] = {}
