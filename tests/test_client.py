@@ -48,13 +48,16 @@ class Vault:
         """A tenant of its own for one test, delegated through a signed callback."""
         name = f"client{next(_tenants)}"
         self.tenant_ids[name] = str(uuid.uuid4())
+        self.deliver(name)
+        return name
+
+    def deliver(self, name: str) -> None:
         body = delegation_body(dt.datetime.now(dt.UTC), tenant=name, tenantId=self.tenant_ids[name])
         raw, headers = signed(body)
         reply = httpx.post(
             f"{self.url}/api/v1/applications/zendesk/config", content=raw, headers=headers
         )
         assert reply.status_code == 202, reply.text
-        return name
 
     def lifecycle(self, tenant: str, kind: str) -> None:
         now = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=1)
@@ -340,3 +343,29 @@ def test_the_library_imports_none_of_the_servers_packages() -> None:
         capture_output=True, text=True, check=True, cwd=CLIENT_SRC,
     )  # fmt: skip
     assert found.stdout.strip() == "[]"
+
+
+def _readme_examples() -> list[str]:
+    text = (CLIENT_SRC.parent / "README.md").read_text()
+    return re.findall(r"^## With (?:httpx|requests)\n\n```python\n(.*?)^```", text, re.M | re.S)
+
+
+def test_the_readme_examples_run_as_written(vault: Vault, tmp_path: Path) -> None:
+    examples = _readme_examples()
+    assert len(examples) == 2  # httpx, then requests
+    vault.tenant_ids["intdev2"] = str(uuid.uuid4())
+    vault.deliver("intdev2")
+    with vendor_api.serving() as api:
+        for number, code in enumerate(examples):
+            # Only the two hosts change: the vault and the vendor API run on loopback here.
+            code = code.replace("https://vault.internal", vault.url)
+            code = code.replace("https://api.seismic.com", api.url) + "\nprint(folders)\n"
+            script = tmp_path / f"example{number}.py"
+            script.write_text(code)
+            ran = subprocess.run(
+                [sys.executable, str(script)], capture_output=True, text=True, check=False,
+                env={"VAULT_SERVICE_KEY": vault.key, "PYTHONPATH": str(CLIENT_SRC)},
+            )  # fmt: skip
+            assert (ran.returncode, ran.stdout) == (0, "{'ok': True}\n"), ran.stderr
+        # The first example met the rejected token (401, one report, one retry); both succeeded.
+        assert [seen.status for seen in api.seen] == [401, 200, 200]
