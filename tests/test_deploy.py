@@ -5,8 +5,10 @@ from __future__ import annotations
 import re
 import shutil
 import socket
+import sqlite3
 import ssl
 import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -247,3 +249,31 @@ def test_the_systemd_unit_is_hardened(tmp_path: Path) -> None:
     found = re.search(r"Overall exposure level for \S+: ([0-9.]+)", review.stdout)
     assert found is not None, review.stdout + review.stderr
     assert float(found.group(1)) <= 2.0, review.stdout  # systemd calls up to 2.0 "OK"
+
+
+def test_the_readmes_online_sqlite_backup_copies_recent_commits_and_keeps_the_copy_private(
+    tmp_path: Path,
+) -> None:
+    readme = (UNIT.parents[2] / "README.md").read_text()
+    found = re.search(r'`(python3 -c "import sqlite3; .*?")`', readme)
+    assert found is not None
+    live, copy = tmp_path / "vault.db", tmp_path / "backups" / "vault.db"
+    copy.parent.mkdir()
+    url = f"sqlite:///{live}"
+    engine = make_engine(url)
+    migrate.upgrade(engine)
+    engine.dispose()
+    runtime = Runtime.build(
+        Settings(database_url=url, instance_path=tmp_path / "instance"),
+        keyring=parse_keyring([new_key_entry("backup1")]),
+    )
+    ensure_key_check(runtime)
+    register_app(runtime)  # a commit that may still sit in the WAL while the service runs
+    command = found.group(1).replace("/var/lib/delegation-vault/vault.db", str(live))
+    command = command.replace("/backups/vault.db", str(copy)).replace("python3", sys.executable, 1)
+    subprocess.run(["sh", "-c", f"umask 077; {command}"], check=True)
+    runtime.close()
+    assert copy.stat().st_mode & 0o777 == 0o600
+    with sqlite3.connect(copy) as db:
+        assert db.execute("SELECT slug FROM apps").fetchall() == [("zendesk",)]
+    db.close()
