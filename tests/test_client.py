@@ -257,6 +257,8 @@ def _situation(vault: Vault, name: str) -> tuple[VaultClient, str | None, dict[s
         app, tenant = "no-such-app", "any"
     elif name == "unknown_app":
         key, app = vault.any_app_key, "no-such-app"
+    elif name == "invalid_request":
+        app, tenant = "z" * 65, "any"  # longer than any app name may be
     elif name == "no_delegation":
         tenant = "never-delegated"
     elif name == "invalid_scope":
@@ -278,7 +280,7 @@ def _situation(vault: Vault, name: str) -> tuple[VaultClient, str | None, dict[s
     ("situation", "status"),
     [
         ("unauthorized", 401), ("forbidden", 403), ("unknown_app", 404), ("no_delegation", 404),
-        ("invalid_scope", 400), ("delegation_disabled", 409), ("upstream_rejected", 502),
+        ("invalid_request", 400), ("invalid_scope", 400), ("delegation_disabled", 409), ("upstream_rejected", 502),
         ("upstream_unavailable", 503),
     ],
 )  # fmt: skip
