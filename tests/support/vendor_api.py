@@ -58,6 +58,7 @@ class VendorApi:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # headers and body leave at once, no delayed-ACK stall
 
             def log_message(self, *_args: Any) -> None:
                 pass
