@@ -66,11 +66,11 @@ class VaultClient:
     async def atoken(
         self, app: str, tenant: str | None = None, scope: str | None = None, min_ttl: int = 60
     ) -> Token:
-        """``token()`` for asyncio or trio code."""
+        """``token()`` for async code."""
         return await self._asend(_body(app, tenant, scope, min_ttl))
 
     async def aevict(self, token: Token, min_ttl: int = 60) -> Token:
-        """``evict()`` for asyncio or trio code."""
+        """``evict()`` for async code."""
         return await self._asend(
             _body(token.app, token.tenant, token.scope, min_ttl, token.access_token)
         )
