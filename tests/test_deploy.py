@@ -16,6 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from delegation_vault_client import VaultClient, VaultError
 
 from app.proxy import ForwardedFor
 from tests.builders import create_key, register_app
@@ -41,6 +42,7 @@ class Stack:
     proxy: nginx.Proxy
     certs: tls.Certificates
     operator_key: str
+    service_key: str
 
     def trust(self) -> ssl.SSLContext:
         return ssl.create_default_context(cafile=str(self.certs.ca_file))
@@ -49,7 +51,7 @@ class Stack:
         return httpx.Client(base_url=self.proxy.url, verify=self.trust(), timeout=10, **kw)  # type: ignore[arg-type]
 
 
-def _seeded(folder: Path) -> tuple[dict[str, str], str]:
+def _seeded(folder: Path) -> tuple[dict[str, str], str, str]:
     url = f"sqlite:///{folder / 'vault.db'}"
     engine = make_engine(url)
     migrate.upgrade(engine)
@@ -62,12 +64,13 @@ def _seeded(folder: Path) -> tuple[dict[str, str], str]:
     ensure_key_check(runtime)
     register_app(runtime)
     operator_key = create_key(runtime, "ops", role="operator")
+    service_key = create_key(runtime, "billing-sync")
     runtime.close()
     env = {
         "DATABASE_URL": url, "DV_KEYS": entry, "DV_KEYS_FILE": "", "DV_ENV": "production",
         "PROMETHEUS_MULTIPROC_DIR": str(service.metrics_dir(folder)),
     }  # fmt: skip
-    return env, operator_key
+    return env, operator_key, service_key
 
 
 def _need(tool: str | None, name: str) -> None:
@@ -79,14 +82,14 @@ def _need(tool: str | None, name: str) -> None:
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     _need(nginx.binary(), "nginx")
     folder = tmp_path_factory.mktemp("deploy")
-    env, operator_key = _seeded(folder)
+    env, operator_key, service_key = _seeded(folder)
     certs = tls.make(folder / "certs")
     with ExitStack() as stack:
         svc = stack.enter_context(service.running(env, folder, workers=1))
         https, http = free_port(), free_port()
         conf = nginx.configure(folder / "nginx", int(svc.url.rsplit(":", 1)[1]), https, http, certs)
         proxy = stack.enter_context(nginx.running(conf, https, http))
-        yield Stack(svc, proxy, certs, operator_key)
+        yield Stack(svc, proxy, certs, operator_key, service_key)
 
 
 def _slow_header(stack: Stack) -> ssl.SSLSocket:
@@ -189,6 +192,22 @@ def test_the_service_sees_the_clients_address_not_the_proxys_nor_a_claimed_one(
     ]
     assert rejected and all('"remote": "127.0.0.2"' in line for line in rejected), rejected
     assert "203.0.113.9" not in stack.svc.output()
+
+
+def test_the_client_library_reaches_the_vault_through_nginx_and_follows_no_redirect(
+    stack: Stack,
+) -> None:
+    trusted = str(stack.certs.ca_file)  # a CA bundle's path, as a service would give it
+    with (
+        VaultClient(stack.proxy.url, stack.service_key, verify=trusted) as vault,
+        pytest.raises(VaultError) as raised,
+    ):
+        vault.token("zendesk", "intdev2")
+    assert (raised.value.error, raised.value.status) == ("no_delegation", 404)
+    plain = f"http://127.0.0.1:{stack.proxy.http}"
+    with VaultClient(plain, stack.service_key) as vault, pytest.raises(VaultError) as raised:
+        vault.token("zendesk", "intdev2")  # nginx redirects; the key must not follow it
+    assert (raised.value.error, raised.value.status) == ("unexpected_response", 308)
 
 
 def test_gunicorn_down_is_a_503_unavailable_with_retry_after(stack: Stack, tmp_path: Path) -> None:
