@@ -326,6 +326,12 @@ def test_a_vault_url_that_would_send_the_key_in_clear_or_nowhere_is_refused(url:
         VaultClient(url, "dvk_" + "1" * 43)
 
 
+@pytest.mark.parametrize("min_ttl", [-1, 3601])
+def test_a_min_ttl_the_vault_would_refuse_is_refused_when_the_auth_is_made(min_ttl: int) -> None:
+    with pytest.raises(ValueError, match="min_ttl"):
+        VaultAuth("http://127.0.0.1:9", "dvk_" + "1" * 43, "zendesk", "intdev2", min_ttl=min_ttl)
+
+
 def test_nothing_the_library_prints_holds_the_key_or_the_token(vault: Vault) -> None:
     tenant = vault.tenant()
     auth = VaultAuth(vault.url, vault.key, "zendesk", tenant)

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from delegation_vault_client._client import VaultClient
+from delegation_vault_client._client import VaultClient, check_min_ttl
 from delegation_vault_client._slots import shared_client, slot_for
 from delegation_vault_client._token import Token
 
@@ -46,7 +46,8 @@ class VaultAuth(httpx.Auth, _RequestsAuth):
         client: VaultClient | None = None,
     ) -> None:
         self.vault = client if client is not None else shared_client(url, key)
-        self.app, self.tenant, self.scope, self.min_ttl = app, tenant, scope, min_ttl
+        self.app, self.tenant, self.scope = app, tenant, scope
+        self.min_ttl = check_min_ttl(min_ttl)
         asked = " ".join(sorted(set(scope.split()))) if scope is not None else None
         self._slot = slot_for((*self.vault.identity(), app, tenant, asked))
 

@@ -136,11 +136,7 @@ def _answer(response: httpx.Response) -> Token:
 def _body(
     app: str, tenant: str | None, scope: str | None, min_ttl: int, stale: str | None = None
 ) -> dict[str, Any]:
-    if isinstance(min_ttl, bool) or not isinstance(min_ttl, int):
-        raise TypeError("min_ttl must be a whole number of seconds")
-    if not 0 <= min_ttl <= MAX_MIN_TTL:
-        raise ValueError(f"min_ttl must be between 0 and {MAX_MIN_TTL} seconds")
-    body: dict[str, Any] = {"app": app, "min_ttl": min_ttl}
+    body: dict[str, Any] = {"app": app, "min_ttl": check_min_ttl(min_ttl)}
     if tenant is not None:
         body["tenant"] = tenant
     if scope is not None:
@@ -148,6 +144,14 @@ def _body(
     if stale is not None:
         body["stale_token"] = stale
     return body
+
+
+def check_min_ttl(min_ttl: int) -> int:
+    if isinstance(min_ttl, bool) or not isinstance(min_ttl, int):
+        raise TypeError("min_ttl must be a whole number of seconds")
+    if not 0 <= min_ttl <= MAX_MIN_TTL:
+        raise ValueError(f"min_ttl must be between 0 and {MAX_MIN_TTL} seconds")
+    return min_ttl
 
 
 def _base_url(url: str, allow_http: bool) -> str:
