@@ -45,9 +45,9 @@ class VaultAuth(httpx.Auth, _RequestsAuth):
         *,
         client: VaultClient | None = None,
     ) -> None:
+        self.min_ttl = check_min_ttl(min_ttl)
         self.vault = client if client is not None else shared_client(url, key)
         self.app, self.tenant, self.scope = app, tenant, scope
-        self.min_ttl = check_min_ttl(min_ttl)
         asked = " ".join(sorted(set(scope.split()))) if scope is not None else None
         self._slot = slot_for((*self.vault.identity(), app, tenant, asked))
 
