@@ -42,8 +42,9 @@ class Server(BaseApplication):  # type: ignore[misc]
     def load(self) -> Any:
         # Each worker builds its own app after the fork: no database connection is shared.
         from app import create_app
+        from app.proxy import ForwardedFor
 
-        return create_app(self.settings)
+        return ForwardedFor(create_app(self.settings), self.options["forwarded_allow_ips"])
 
 
 def _when_ready(arbiter: Any) -> None:
