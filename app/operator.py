@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import os
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, render_template, request, url_for
@@ -79,19 +78,11 @@ def status_json() -> tuple[Response, int, dict[str, str]]:
 def metrics() -> Response:
     if not runtime().settings.metrics_public:
         operator_caller()
-    from prometheus_client import (
-        CONTENT_TYPE_LATEST,
-        REGISTRY,
-        CollectorRegistry,
-        generate_latest,
-        multiprocess,
-    )
+    from prometheus_client import CONTENT_TYPE_LATEST
 
-    registry = REGISTRY
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        registry = CollectorRegistry()  # fresh per scrape: it reads every worker's files
-        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-    response = Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
+    from app.scrape import exposition  # after serve has set PROMETHEUS_MULTIPROC_DIR
+
+    response = Response(exposition(runtime()), mimetype=CONTENT_TYPE_LATEST)
     response.headers["Cache-Control"] = "no-store"
     return response
 

@@ -189,6 +189,43 @@ class UpstreamHealth(Base):
     latencies_ms: Mapped[list[float]] = mapped_column(JSON, default=list)
 
 
+class TokenHealth(Base):
+    """Per app and tenant: how its last requests to the token endpoint went.
+
+    Written only when a request reaches the token endpoint or is refused before it (open
+    circuit), never on a cache hit. ``tenant_key`` is the tenant id of a delegation app, the tenant
+    name of a client-credentials app whose token URL names one, else "".
+    """
+
+    __tablename__ = "token_health"
+    __table_args__ = (Index("ix_token_health_failing", "failing_since"),)
+
+    app_id: Mapped[int] = mapped_column(ForeignKey("apps.id", ondelete="CASCADE"), primary_key=True)
+    tenant_key: Mapped[str] = mapped_column(String(128), primary_key=True)
+    tenant: Mapped[str | None] = mapped_column(String(128))
+    tenant_id: Mapped[str | None] = mapped_column(String(64))
+    host: Mapped[str] = mapped_column(String(255))
+    last_success_at: Mapped[dt.datetime | None]
+    last_failure_at: Mapped[dt.datetime | None]
+    last_failure_reason: Mapped[str | None] = mapped_column(String(64))
+    last_failure_detail: Mapped[str | None] = mapped_column(String(64))
+    last_failure_status: Mapped[int | None] = mapped_column(Integer)
+    failing_since: Mapped[dt.datetime | None]
+    consecutive_failures: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class RecentRejection(Base):
+    """The last few rejected callbacks, one row each (slug as sent, cut and made printable)."""
+
+    __tablename__ = "recent_rejections"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[dt.datetime]
+    slug: Mapped[str] = mapped_column(String(64))
+    reason: Mapped[str] = mapped_column(String(32))
+    remote: Mapped[str | None] = mapped_column(String(64))
+
+
 class KeyCheck(Base):
     """One value per key id that only that key decrypts: detects a wrong keyring at start-up."""
 
