@@ -290,6 +290,29 @@ def seed_delegations(rt: Runtime, count: int) -> None:
             session.commit()
 
 
+def seed_token_health(rt: Runtime, count: int, failing_every: int) -> None:
+    """A token health row for each seeded tenant; every ``failing_every``-th one failing."""
+    from vault.models import TokenHealth
+
+    now = rt.clock()
+    with rt.session() as session:
+        app_id = apps.get_app(session, "zendesk").id
+        for start in range(0, count, 5000):
+            rows = []
+            for i in range(start, min(count, start + 5000)):
+                failing = i % failing_every == 0
+                rows.append({
+                    "app_id": app_id, "tenant_key": str(uuid.UUID(int=i + 1)), "tenant": f"tenant{i}",
+                    "tenant_id": str(uuid.UUID(int=i + 1)), "host": "auth.seismic.com",
+                    "last_success_at": now, "consecutive_failures": 3 if failing else 0,
+                    "last_failure_at": now if failing else None,
+                    "last_failure_reason": "invalid_grant" if failing else None,
+                    "failing_since": now if failing else None,
+                })  # fmt: skip
+            session.execute(insert(TokenHealth), rows)
+            session.commit()
+
+
 def settle(db: Database) -> None:
     """Refresh the planner's statistics, as a database long in service has them.
 
@@ -463,11 +486,13 @@ def bench_status(db: Database, args: argparse.Namespace, workdir: Path) -> dict[
     builders.register_app(rt)
     key = builders.create_key(rt, "ops", role="operator")
     seed_delegations(rt, args.delegations)
+    seed_token_health(rt, args.delegations, failing_every=100)
     rt.close()
     last = -(-args.delegations // 50)
     views = {
         "healthz": "/healthz", "status": "/status", "status_last_page": f"/status?page={last}",
         "status_search": "/status?q=tenant99999", "status_json": "/status.json",
+        "status_failing": "/status?state=failing", "metrics": "/metrics",
     }  # fmt: skip
     timings: dict[str, object] = {"delegations": args.delegations}
     with (
