@@ -20,6 +20,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     from flask import Flask
 
     from app import callbacks, db, errors, internal, logs, observe, operator
+    from vault import notify
     from vault.runtime import Runtime
     from vault.settings import Settings
 
@@ -37,4 +38,5 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.register_blueprint(callbacks.bp, url_prefix="/api/v1/applications")
     app.register_blueprint(internal.bp, url_prefix="/internal/v1")
     app.register_blueprint(operator.bp)
+    notify.start(runtime)  # sends DV_NOTIFY_URL's events from a background thread, if set
     return app

@@ -226,6 +226,35 @@ class RecentRejection(Base):
     remote: Mapped[str | None] = mapped_column(String(64))
 
 
+class Notification(Base):
+    """The outbox: one row per change of state worth telling, written in the transaction that
+    made the change, delivered later by whichever process holds the ``notify`` lease."""
+
+    __tablename__ = "notifications"
+    __table_args__ = (Index("ix_notifications_pending", "state", "id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    event_id: Mapped[str] = mapped_column(String(40), unique=True, comment="webhook-id")
+    type: Mapped[str] = mapped_column(String(40))
+    body: Mapped[str] = mapped_column(Text, comment="the JSON body as sent: no secret, no user id")
+    state: Mapped[str] = mapped_column(String(16))  # pending, delivered, dropped
+    created_at: Mapped[dt.datetime]
+    next_attempt_at: Mapped[dt.datetime]
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(String(64))
+    done_at: Mapped[dt.datetime | None]
+
+
+class Lease(Base):
+    """A named lease: at most one holder until it expires (one notification sender at a time)."""
+
+    __tablename__ = "leases"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    holder: Mapped[str | None] = mapped_column(String(128))
+    until: Mapped[dt.datetime]
+
+
 class KeyCheck(Base):
     """One value per key id that only that key decrypts: detects a wrong keyring at start-up."""
 

@@ -18,7 +18,7 @@ from sqlalchemy import Select, and_, func, or_, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from vault import metrics, rows
+from vault import metrics, notify, rows
 from vault.clock import Clock
 from vault.errors import UpstreamRejected, UpstreamUnavailable
 from vault.models import App, Delegation, State, TokenHealth
@@ -104,16 +104,24 @@ def record(
 
     def apply(row: TokenHealth) -> Change:
         row.host, row.tenant, row.tenant_id = where, subject.tenant, subject.tenant_id
-        was_failing = row.failing_since is not None
+        was_failing = row.failing_since
         if failure is None:
             row.last_success_at, row.failing_since, row.consecutive_failures = now, None, 0
-            return "recovered" if was_failing else None
+            if was_failing is None:
+                return None
+            notify.tenant_recovered(session, now, subject.app.slug, subject.tenant,
+                                    subject.tenant_id, was_failing)  # fmt: skip
+            return "recovered"
         row.last_failure_at, row.last_failure_reason = now, failure.reason[:64]
         row.last_failure_detail = failure.detail[:64] if failure.detail else None
         row.last_failure_status = failure.status
         row.consecutive_failures = (row.consecutive_failures or 0) + 1
         row.failing_since = row.failing_since or now
-        return None if was_failing else "failing"
+        if was_failing is not None:
+            return None
+        notify.tenant_failing(session, now, subject.app.slug, subject.tenant, subject.tenant_id,
+                              failure.reason)  # fmt: skip
+        return "failing"
 
     return rows.change(session, TokenHealth, (subject.app.id, tenant_key(subject)), make, apply)
 
