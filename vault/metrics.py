@@ -7,7 +7,12 @@ Counters and histograms are kept per process and summed at scrape time. Gauges o
 
 from __future__ import annotations
 
+import os
 from importlib import metadata
+
+if os.environ.get("PROMETHEUS_MULTIPROC_DIR") == "":
+    # Set but empty, prometheus_client would write its sample files into the current directory.
+    del os.environ["PROMETHEUS_MULTIPROC_DIR"]
 
 from prometheus_client import Counter, Gauge, Histogram
 
