@@ -271,23 +271,18 @@ def bench_callbacks(
 def seed_delegations(rt: Runtime, count: int) -> None:
     """``count`` active delegations, user ids encrypted as the receiver stores them."""
     now = rt.clock()
-    with rt.session() as session:
-        app_id = apps.get_app(session, "zendesk").id
-        for start in range(0, count, 5000):
-            rows = []
-            for i in range(start, min(count, start + 5000)):
-                row = Delegation(
-                    app_id=app_id, tenant=f"tenant{i}", tenant_id=str(uuid.UUID(int=i + 1))
-                )
-                user = rt.keyring.encrypt(str(uuid.uuid4()), row_aad(row, "delegation_user_id"))
-                rows.append({
-                    "app_id": app_id, "tenant": row.tenant, "tenant_id": row.tenant_id,
-                    "state": "active", "delegation_user_id": user, "version": 1,
-                    "vendor_timestamp": now, "request_id": f"seed-{i}", "updated_at": now,
-                    "last_callback_at": now, "last_callback_result": "delegation:applied",
-                })  # fmt: skip
-            session.execute(insert(Delegation), rows)
-            session.commit()
+
+    def row_for(app_id: int, i: int) -> dict[str, object]:
+        row = Delegation(app_id=app_id, tenant=f"tenant{i}", tenant_id=str(uuid.UUID(int=i + 1)))
+        user = rt.keyring.encrypt(str(uuid.uuid4()), row_aad(row, "delegation_user_id"))
+        return {
+            "app_id": app_id, "tenant": row.tenant, "tenant_id": row.tenant_id,
+            "state": "active", "delegation_user_id": user, "version": 1,
+            "vendor_timestamp": now, "request_id": f"seed-{i}", "updated_at": now,
+            "last_callback_at": now, "last_callback_result": "delegation:applied",
+        }  # fmt: skip
+
+    _insert_in_batches(rt, Delegation, count, row_for)
 
 
 def seed_token_health(rt: Runtime, count: int, failing_every: int) -> None:
@@ -295,21 +290,30 @@ def seed_token_health(rt: Runtime, count: int, failing_every: int) -> None:
     from vault.models import TokenHealth
 
     now = rt.clock()
+
+    def row_for(app_id: int, i: int) -> dict[str, object]:
+        failing = i % failing_every == 0
+        return {
+            "app_id": app_id, "tenant_key": str(uuid.UUID(int=i + 1)), "tenant": f"tenant{i}",
+            "tenant_id": str(uuid.UUID(int=i + 1)), "host": "auth.seismic.com",
+            "last_success_at": now, "consecutive_failures": 3 if failing else 0,
+            "last_failure_at": now if failing else None,
+            "last_failure_reason": "invalid_grant" if failing else None,
+            "failing_since": now if failing else None,
+        }  # fmt: skip
+
+    _insert_in_batches(rt, TokenHealth, count, row_for)
+
+
+def _insert_in_batches(
+    rt: Runtime, model: type, count: int, row_for: Callable[[int, int], dict[str, object]]
+) -> None:
+    """``count`` rows of ``model`` for the zendesk app, 5,000 to a commit."""
     with rt.session() as session:
         app_id = apps.get_app(session, "zendesk").id
         for start in range(0, count, 5000):
-            rows = []
-            for i in range(start, min(count, start + 5000)):
-                failing = i % failing_every == 0
-                rows.append({
-                    "app_id": app_id, "tenant_key": str(uuid.UUID(int=i + 1)), "tenant": f"tenant{i}",
-                    "tenant_id": str(uuid.UUID(int=i + 1)), "host": "auth.seismic.com",
-                    "last_success_at": now, "consecutive_failures": 3 if failing else 0,
-                    "last_failure_at": now if failing else None,
-                    "last_failure_reason": "invalid_grant" if failing else None,
-                    "failing_since": now if failing else None,
-                })  # fmt: skip
-            session.execute(insert(TokenHealth), rows)
+            rows = [row_for(app_id, i) for i in range(start, min(count, start + 5000))]
+            session.execute(insert(model), rows)
             session.commit()
 
 
