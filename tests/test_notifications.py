@@ -7,13 +7,17 @@ import base64
 import datetime as dt
 import json
 import secrets
+import threading
 
 import pytest
+from flask.testing import FlaskClient
 from sqlalchemy import select
 from standardwebhooks import Webhook
 
 from tests.support.clock import FrozenClock
+from tests.support.oauth_server import Reply, TokenServer
 from tests.support.receiver import receiving
+from tests.token_fixtures import ask
 from vault import circuit, notify, outbox
 from vault.errors import ConfigError
 from vault.models import Notification
@@ -145,3 +149,21 @@ def test_one_process_at_a_time_holds_the_lease(runtime: Runtime, clock: FrozenCl
         assert outbox.claim(session, "b", clock(), hold)  # a stopped renewing: b takes over
         outbox.release(session, "b", clock())
         assert outbox.claim(session, "a", clock(), hold)
+
+
+def test_a_receiver_that_does_not_answer_never_holds_up_token_requests(
+    client: FlaskClient, runtime: Runtime, key: str, oauth: TokenServer, delegated: None
+) -> None:
+    with receiving() as receiver:
+        receiver.hold = threading.Event()
+        runtime.settings = runtime.settings.replace(notify_url=receiver.url, notify_secret=SECRET)
+        notify.start(runtime)
+        oauth.then(Reply(400, {"error": "invalid_grant"}))
+        assert ask(client, key).status_code == 502  # failing: an event is written
+        receiver.wait_for_arrival(1)  # the sender is now inside its POST, waiting
+        assert [ask(client, key).status_code for _ in range(3)] == [200, 200, 200]
+        assert receiver.arrived == 1 and receiver.received == []  # still waiting meanwhile
+        receiver.hold.set()
+        assert [json.loads(r.body)["type"] for r in receiver.wait_for(2)] == [
+            "tenant.token_failing", "tenant.token_recovered"
+        ]  # fmt: skip

@@ -22,6 +22,8 @@ class Receiver:
     def __init__(self, port: int = 0) -> None:
         self.received: list[Received] = []
         self.status = 204
+        self.arrived = 0  # requests that reached the handler, answered or not
+        self.hold: threading.Event | None = None  # when set, each request waits for it
         self._lock = threading.Lock()
         self._httpd = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
         self._httpd.daemon_threads = True
@@ -38,6 +40,11 @@ class Receiver:
             time.sleep(0.1)
         return list(self.received)
 
+    def wait_for_arrival(self, count: int, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.arrived < count:
+            time.sleep(0.05)
+
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         receiver = self
 
@@ -49,6 +56,9 @@ class Receiver:
 
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                receiver.arrived += 1
+                if receiver.hold is not None:
+                    receiver.hold.wait(30)
                 with receiver._lock:
                     status = receiver.status
                     if 200 <= status < 300:
