@@ -129,17 +129,13 @@ def _failing_tenant(row: TokenHealth, slug: str) -> FailingTenant:
 
 
 def _tenants(session: Session, keyring: Keyring, f: TenantFilter) -> TenantPage:
-    joined = and_(TokenHealth.app_id == Delegation.app_id,
-                  TokenHealth.tenant_key == Delegation.tenant_id)  # fmt: skip
-    query = (
-        select(Delegation, App.slug, TokenHealth)
-        .join(App, App.id == Delegation.app_id)
-        .outerjoin(TokenHealth, joined)
-    )
+    query = select(Delegation, App.slug).join(App, App.id == Delegation.app_id)
     if f.app:
         query = query.where(App.slug == f.app)
     if f.state == "failing":
-        query = query.where(TokenHealth.failing_since.is_not(None))
+        joined = and_(TokenHealth.app_id == Delegation.app_id,
+                      TokenHealth.tenant_key == Delegation.tenant_id)  # fmt: skip
+        query = query.join(TokenHealth, joined).where(TokenHealth.failing_since.is_not(None))
     elif f.state:
         query = query.where(Delegation.state == f.state)
     if f.q:
@@ -152,8 +148,13 @@ def _tenants(session: Session, keyring: Keyring, f: TenantFilter) -> TenantPage:
         query.order_by(App.slug, Delegation.tenant, Delegation.id)
         .limit(PAGE_SIZE)
         .offset((page - 1) * PAGE_SIZE)
+    ).all()
+    # Health of the shown rows only: one look-up by key, not a join over every tenant.
+    health = token_health.of_tenants(session, [(row.app_id, row.tenant_id) for row, _ in rows])
+    items = tuple(
+        _tenant_row(keyring, row, slug, health.get((row.app_id, row.tenant_id)))
+        for row, slug in rows
     )
-    items = tuple(_tenant_row(keyring, row, slug, health) for row, slug, health in rows)
     return TenantPage(total, page, pages, PAGE_SIZE, items)
 
 
