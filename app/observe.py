@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 
 from flask import Flask, Response, g, request
 from sqlalchemy.exc import SQLAlchemyError
+from werkzeug.exceptions import HTTPException
 
 from vault import metrics
 from vault.errors import VaultError
@@ -37,6 +38,10 @@ def counted_token_request(view: F) -> F:
             raise
         except SQLAlchemyError:
             metrics.TOKEN_REQUESTS.labels("", "unavailable", "").inc()
+            raise
+        except HTTPException as exc:  # a body over the limit, met while reading it
+            result = "payload_too_large" if exc.code == 413 else "invalid_request"
+            metrics.TOKEN_REQUESTS.labels("", result, "").inc()
             raise
         body = answer[0]
         metrics.TOKEN_REQUESTS.labels(body["app"], "ok", body["source"]).inc()

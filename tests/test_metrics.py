@@ -56,6 +56,7 @@ def test_every_token_request_is_counted_with_its_result_and_app(
         ("", "unknown_app", "", lambda: ask(client, key, app="made-up-name")),
         ("zendesk", "invalid_scope", "", lambda: ask(client, key, scope="admin")),
         ("zendesk", "no_delegation", "", lambda: ask(client, key, tenant="nobody")),
+        ("", "payload_too_large", "", lambda: ask(client, key, scope="x" * 70_000)),
     ]  # fmt: skip
     before = scrape(client, operator)
     for _app, _result, _source, call in asked:

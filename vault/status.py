@@ -27,7 +27,6 @@ from vault.status_parts import (
     Failing,
     FailingTenant,
     Health,
-    KeyRow,
     Rejections,
     Sections,
     TenantPage,
@@ -238,6 +237,3 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_jsonable(v) for v in value]
     return value
-
-
-__all__ = ["FILTER_STATES", "KeyRow", "Status", "TenantFilter", "gather"]
