@@ -32,7 +32,10 @@ from vault.runtime import Runtime
 log = logging.getLogger("delegation_vault.notify")
 POLL = 1.0  # seconds between looks at the outbox while holding the lease
 STANDBY = 5.0  # seconds between tries for the lease while another process holds it
-HOLD_FOR = dt.timedelta(seconds=30)
+# Renewing the lease is a commit, and every commit makes each worker re-read what its cached
+# token path had memoised (vault/freshness.py): so it is renewed every 20 s, not on every look.
+HOLD_FOR = dt.timedelta(seconds=60)
+RENEW_AFTER = 20.0
 TIMEOUT = 5.0
 
 
@@ -105,6 +108,7 @@ class Notifier:
         self.url, self.secret = runtime.settings.notify_url, runtime.settings.notify_secret
         self.holder = f"{socket.gethostname()[:64]}:{os.getpid()}:{secrets.token_hex(4)}"
         self.client = httpx.Client(timeout=TIMEOUT, follow_redirects=False, transport=transport)
+        self._renew_at = 0.0  # monotonic time after which the lease must be claimed again
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="dv-notify", daemon=True)
 
@@ -136,15 +140,23 @@ class Notifier:
     def tick(self) -> bool:
         """Send what is due, oldest first; False when another process holds the lease."""
         with self.rt.session() as session:
-            if not outbox.claim(session, self.holder, self.rt.clock(), HOLD_FOR):
+            if not self._holding(session):
                 return False
             # Well inside the lease, so no other process starts sending before this one stops.
-            until = time.monotonic() + HOLD_FOR.total_seconds() / 3
+            until = self._renew_at + (HOLD_FOR.total_seconds() - RENEW_AFTER) / 2
             while not self._stop.is_set() and time.monotonic() < until:
                 event, due = outbox.oldest(session)
                 if event is None or due is None or due > self.rt.clock():
                     return True
                 self._send(session, event)
+        return True
+
+    def _holding(self, session: Session) -> bool:
+        if time.monotonic() < self._renew_at:
+            return True
+        if not outbox.claim(session, self.holder, self.rt.clock(), HOLD_FOR):
+            return False
+        self._renew_at = time.monotonic() + RENEW_AFTER
         return True
 
     def _send(self, session: Session, event: outbox.Pending) -> None:
