@@ -290,3 +290,19 @@ def test_only_the_latest_rejections_are_kept(runtime: Runtime) -> None:
         kept = rejections.recent(session, 1000)
     assert len(kept) == rejections.RECENT_KEPT
     assert kept[0].slug == f"slug-{rejections.RECENT_KEPT + 4}?"
+
+
+def test_a_client_credentials_app_failing_is_critical_without_a_tenant(
+    client: FlaskClient, runtime: Runtime, operator: dict[str, str], key: str, oauth: TokenServer
+) -> None:
+    from tests.builders import register_app
+
+    register_app(runtime, "okta", grant="client_credentials", vendor_app_id=None,
+                 token_url=oauth.base + "/oauth2/v1/token", scope="reports.read")  # fmt: skip
+    oauth.then(Reply(401, {"error": "invalid_client"}))
+    assert ask(client, key, app="okta", tenant=None).status_code == 502
+    items = client.get("/status.json", headers=operator).json["attention"]
+    assert [i.get("app") for i in items if i["level"] == "critical"] == ["okta"], items
+    item = items[0]
+    assert (item["app"], item["reason"], "tenant" in item) == ("okta", "invalid_client", False)
+    assert item["text"].startswith("okta cannot get a token since")
