@@ -167,3 +167,32 @@ def test_a_receiver_that_does_not_answer_never_holds_up_token_requests(
         assert [json.loads(r.body)["type"] for r in receiver.wait_for(2)] == [
             "tenant.token_failing", "tenant.token_recovered"
         ]  # fmt: skip
+
+
+def test_a_host_wide_outage_is_announced_by_the_circuit_not_per_tenant(
+    runtime: Runtime, clock: FrozenClock, zendesk: None
+) -> None:
+    from tests.test_token_health import Subject
+    from vault import apps, token_health
+
+    outbox.enable(runtime.engine)
+    down = token_health.Failure("upstream_unavailable", "timeout", None)
+    grant = token_health.Failure("invalid_grant", None, 400)
+    with runtime.session() as session:
+        tenants = [Subject(apps.get_app(session, "zendesk"), f"t{i}", f"id-{i}") for i in range(3)]
+        where = token_health.host_of(tenants[0])
+        began = clock()
+        for subject in tenants:  # unreachable for all three, then recovered: no tenant event
+            token_health.record(session, clock(), subject, where, down)
+        for subject in tenants[1:]:
+            token_health.record(session, clock(), subject, where, None)
+        clock.advance(60)  # t0 now meets an OAuth error: its own failure, announced from its start
+        token_health.record(session, clock(), tenants[0], where, grant)
+        token_health.record(session, clock(), tenants[0], where, grant)
+        token_health.record(session, clock(), tenants[0], where, None)
+    found = [json.loads(e.body) for e in events(runtime)]
+    assert [(e["type"], e["data"]["tenant"]) for e in found] == [
+        ("tenant.token_failing", "t0"), ("tenant.token_recovered", "t0"),
+    ]  # fmt: skip
+    assert found[0]["data"]["since"] == found[1]["data"]["failing_since"] == "2026-11-22T12:00:00Z"
+    assert began == dt.datetime(2026, 11, 22, 12, tzinfo=dt.UTC)

@@ -6,7 +6,17 @@ import datetime as dt
 import enum
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Index, Integer, String, Text, UniqueConstraint, types
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    types,
+)
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -212,6 +222,8 @@ class TokenHealth(Base):
     last_failure_status: Mapped[int | None] = mapped_column(Integer)
     failing_since: Mapped[dt.datetime | None]
     consecutive_failures: Mapped[int] = mapped_column(Integer, default=0)
+    # Whether tenant.token_failing went out for the current failure (see vault/token_health.py).
+    failing_notified: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
 class RecentRejection(Base):

@@ -43,7 +43,7 @@ TIMEOUT = 5.0
 
 
 def tenant_failing(session: Session, now: dt.datetime, app: str, tenant: str | None,
-                   tenant_id: str | None, reason: str) -> None:  # fmt: skip
+                   tenant_id: str | None, reason: str, since: dt.datetime) -> None:  # fmt: skip
     who = f"{app}/{tenant}" if tenant else app
     action = attention.ACTIONS.get(reason, attention.DEFAULT_ACTION)
     text = f"{who} cannot get a token: the token endpoint answered {reason}; {action}."
@@ -52,7 +52,7 @@ def tenant_failing(session: Session, now: dt.datetime, app: str, tenant: str | N
         "tenant": tenant,
         "tenant_id": tenant_id,
         "reason": reason,
-        "since": _iso(now),
+        "since": _iso(since),
     }
     outbox.add(session, now, "tenant.token_failing", data, text)
 

@@ -26,6 +26,10 @@ from vault.upstream import TokenRequest, host
 
 T = TypeVar("T")
 UNAVAILABLE, CIRCUIT_OPEN = "upstream_unavailable", "circuit_open"
+# An unreachable token host fails every tenant on it at once: that is announced once, by the
+# circuit's events, not once per tenant. A tenant's own failure (an OAuth error) is announced when
+# it first appears, and its recovery only if its failure was announced.
+HOST_WIDE = frozenset({UNAVAILABLE, CIRCUIT_OPEN})
 log = logging.getLogger("delegation_vault.token_health")
 
 
@@ -100,28 +104,28 @@ def record(
 
     def make() -> TokenHealth:
         return TokenHealth(app_id=subject.app.id, tenant_key=tenant_key(subject), host=where,
-                           consecutive_failures=0)  # fmt: skip
+                           consecutive_failures=0, failing_notified=False)  # fmt: skip
 
     def apply(row: TokenHealth) -> Change:
         row.host, row.tenant, row.tenant_id = where, subject.tenant, subject.tenant_id
         was_failing = row.failing_since
         if failure is None:
+            if row.failing_notified and was_failing is not None:
+                notify.tenant_recovered(session, now, subject.app.slug, subject.tenant,
+                                        subject.tenant_id, was_failing)  # fmt: skip
             row.last_success_at, row.failing_since, row.consecutive_failures = now, None, 0
-            if was_failing is None:
-                return None
-            notify.tenant_recovered(session, now, subject.app.slug, subject.tenant,
-                                    subject.tenant_id, was_failing)  # fmt: skip
-            return "recovered"
+            row.failing_notified = False
+            return None if was_failing is None else "recovered"
         row.last_failure_at, row.last_failure_reason = now, failure.reason[:64]
         row.last_failure_detail = failure.detail[:64] if failure.detail else None
         row.last_failure_status = failure.status
         row.consecutive_failures = (row.consecutive_failures or 0) + 1
         row.failing_since = row.failing_since or now
-        if was_failing is not None:
-            return None
-        notify.tenant_failing(session, now, subject.app.slug, subject.tenant, subject.tenant_id,
-                              failure.reason)  # fmt: skip
-        return "failing"
+        if not row.failing_notified and failure.reason not in HOST_WIDE:
+            notify.tenant_failing(session, now, subject.app.slug, subject.tenant,
+                                  subject.tenant_id, failure.reason, row.failing_since)  # fmt: skip
+            row.failing_notified = True
+        return None if was_failing is not None else "failing"
 
     return rows.change(session, TokenHealth, (subject.app.id, tenant_key(subject)), make, apply)
 

@@ -31,6 +31,7 @@ def upgrade() -> None:
         sa.Column("last_failure_status", sa.Integer(), nullable=True),
         sa.Column("failing_since", sa.DateTime(timezone=True), nullable=True),
         sa.Column("consecutive_failures", sa.Integer(), nullable=False),
+        sa.Column("failing_notified", sa.Boolean(), nullable=False),
         sa.ForeignKeyConstraint(["app_id"], ["apps.id"], ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("app_id", "tenant_key"),
     )
