@@ -41,7 +41,8 @@ def readyz() -> tuple[dict[str, Any], int, dict[str, str]]:
     body: dict[str, Any] = {
         "status": "unavailable" if failing else "ok",
         "checks": {
-            c.name: {"ok": c.ok, **({"detail": c.detail} if c.detail else {})} for c in checks
+            c.name: {"ok": c.ok, **({"detail": c.detail} if c.detail else {}), **(c.facts or {})}
+            for c in checks
         },
     }
     if failing:
