@@ -3,12 +3,13 @@ line, /readyz naming the missing key ids, and never a 500 or a value in the log.
 
 from __future__ import annotations
 
+import base64
 import logging
 import os
 from collections.abc import Iterator
 
 import pytest
-from click.testing import CliRunner
+from click.testing import CliRunner, Result
 from flask.testing import FlaskClient
 from sqlalchemy import select, update
 
@@ -145,14 +146,20 @@ def test_a_value_moved_from_another_tenants_row_is_503_and_logged_critical(
         assert secret not in caplog.text
 
 
+def run_cli(runtime: Runtime, *args: str, **env: str) -> Result:
+    entries = ",".join(
+        f"{kid}:{base64.b64encode(key).decode()}" for kid, key in runtime.keyring.keys
+    )
+    env = {"DATABASE_URL": runtime.settings.database_url, "DV_KEYS": entries, **env}
+    result = CliRunner().invoke(cli, list(args), env={"DV_KEYS_FILE": "", **env})
+    assert "Traceback" not in result.output
+    return result
+
+
 def test_a_command_that_needs_the_value_says_so_in_one_line(
     lacking_k2: str, runtime: Runtime
 ) -> None:
-    entries = ",".join(
-        f"{kid}:{__import__('base64').b64encode(key).decode()}" for kid, key in runtime.keyring.keys
-    )
-    env = {"DATABASE_URL": runtime.settings.database_url, "DV_KEYS": entries, "DV_KEYS_FILE": ""}
-    result = CliRunner().invoke(cli, ["delegations", "list"], env=env)
+    result = run_cli(runtime, "delegations", "list")
     assert result.exit_code == 1, result.output
     assert result.output.strip().splitlines() == [
         "Error: delegations.delegation_user_id under key id 'k2' cannot be opened: the keyring "
@@ -163,18 +170,18 @@ def test_a_command_that_needs_the_value_says_so_in_one_line(
 def test_production_start_is_refused_while_values_wait_on_a_missing_key(
     lacking_k2: str, runtime: Runtime
 ) -> None:
-    with runtime.session() as session, pytest.raises(keyring_gaps.KeyringError) as refused:
-        keyring_gaps.refuse_incomplete(session, runtime.keyring)
-    assert str(refused.value) == (
-        "refusing to start: key id k2 missing: 5 values wait on it "
+    result = run_cli(runtime, "serve", "--bind", "127.0.0.1:1", DV_ENV="production")
+    assert result.exit_code == 1, result.output
+    assert result.output.strip().splitlines() == [
+        "Error: refusing to start: key id k2 missing: 5 values wait on it "
         "(add the missing entries to DV_KEYS or DV_KEYS_FILE)"
-    )
+    ]
 
 
 def test_a_complete_keyring_is_ready_and_starts(client: FlaskClient, runtime: Runtime) -> None:
     register_app(runtime)
     with runtime.session() as session:
         assert keyring_gaps.gaps(session, runtime.keyring) == []
-        keyring_gaps.refuse_incomplete(session, runtime.keyring)
+        assert keyring_gaps.incomplete(session, runtime.keyring) is None
     assert client.get("/readyz").status_code == 200
     assert client.post(TOKEN).status_code == 401  # the route is there; nothing above was a 503

@@ -15,7 +15,6 @@ from sqlalchemy.orm import Session
 
 from vault import rotation
 from vault.crypto import Keyring
-from vault.errors import KeyringError
 
 # /readyz is polled every few seconds and counting scans every encrypted column: the answer is
 # kept this long. A key id only goes missing when the keyring changes (a restart) or another
@@ -50,13 +49,10 @@ def describe(found: list[Gap]) -> str | None:
     return "; ".join(g.describe() for g in found) or None
 
 
-def refuse_incomplete(session: Session, keyring: Keyring) -> None:
-    """Raise KeyringError when stored values use a key id the keyring lacks (production start)."""
+def incomplete(session: Session, keyring: Keyring) -> str | None:
+    """What an operator must know before serving with ``keyring``, or None when it is complete."""
     problem = describe(gaps(session, keyring))
-    if problem:
-        raise KeyringError(
-            f"refusing to start: {problem} (add the missing entries to DV_KEYS or DV_KEYS_FILE)"
-        )
+    return problem and f"{problem} (add the missing entries to DV_KEYS or DV_KEYS_FILE)"
 
 
 class Census:
