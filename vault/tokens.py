@@ -22,7 +22,7 @@ from collections import OrderedDict
 from sqlalchemy import delete
 from sqlalchemy.orm import Session
 
-from vault import apps, circuit, delegations, metrics
+from vault import apps, circuit, delegations, metrics, throttle
 from vault.crypto import Keyring
 from vault.db import writing
 from vault.errors import (
@@ -338,6 +338,7 @@ class Tokens:
             scope=target.scope,
         )
         where = host(request)
+        throttle.admit(session, app.id, target.tenant_id or target.tenant, self.rt.clock())
         try:
             circuit.admit(session, where, self.rt.clock())
         except UpstreamUnavailable:
@@ -348,7 +349,10 @@ class Tokens:
         try:
             token = self._try_secrets(request, current, previous)
         except UpstreamUnavailable as exc:
-            circuit.failed(session, where, self.rt.clock(), exc.reason, counts=True)
+            counts = throttle.absorb(
+                session, app.id, target.tenant_id or target.tenant, where, exc, self.rt.clock()
+            )
+            circuit.failed(session, where, self.rt.clock(), exc.reason, counts=counts)
             metrics.TOKEN_REQUESTS.labels("upstream_unavailable", "upstream").inc()
             raise
         except UpstreamRejected as exc:
