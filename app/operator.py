@@ -112,7 +112,8 @@ def _filter() -> status.TenantFilter:
     args = request.args
     page = args.get("page", "1")
     state = args.get("state") or None
-    if not page.isdigit() or not 1 <= int(page) <= 1_000_000:
+    # ASCII digits only: '²' is a digit to str.isdigit() but not to int().
+    if not (page.isascii() and page.isdigit()) or not 1 <= int(page) <= 1_000_000:
         raise InvalidRequest("bad_page", "page must be a positive whole number")
     if state is not None and state not in {s.value for s in State}:
         raise InvalidRequest("bad_state", "state must be active, disabled or revoked")
