@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 from click.testing import CliRunner, Result
 from flask.testing import FlaskClient
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from app.cli import cli
 from tests.builders import (
@@ -28,7 +28,7 @@ from tests.support.oauth_server import TokenServer
 from tests.token_fixtures import CONFIG, TOKEN, ask, deliver
 from vault import keyring_gaps
 from vault.crypto import Keyring
-from vault.models import Delegation
+from vault.models import Delegation, DelegationHistory
 from vault.runtime import Runtime
 
 OTHER_TENANT, OTHER_TENANT_ID = "acme", "0d4c5a52-6f0e-4a43-a4a5-8f1c2e7b9d10"
@@ -146,6 +146,33 @@ def test_a_value_moved_from_another_tenants_row_is_503_and_logged_critical(
     assert oauth.calls == 0  # nobody else's user was sent upstream
     for secret in (theirs, OTHER_USER, USER, CLIENT_SECRET, SIGNING_SECRET):
         assert secret not in caplog.text
+
+
+def test_a_callback_over_a_moved_value_is_503_and_stores_nothing(
+    client: FlaskClient, runtime: Runtime, clock: FrozenClock
+) -> None:
+    register_app(runtime)
+    deliver(client, delegation_body(clock()))
+    deliver(client, delegation_body(clock(), tenant=OTHER_TENANT, tenantId=OTHER_TENANT_ID))
+    with runtime.engine.begin() as conn:
+        theirs = conn.scalar(
+            select(Delegation.delegation_user_id).where(Delegation.tenant == OTHER_TENANT)
+        )
+        conn.execute(
+            update(Delegation)
+            .where(Delegation.tenant == "intdev2")
+            .values(delegation_user_id=theirs)
+        )
+    before = history_entries(runtime)
+    raw, headers = signed(delegation_body(clock(), delegationUserId=OTHER_USER))
+    response = client.post(CONFIG, data=raw, headers=headers)
+    assert (response.status_code, response.json["error"]) == (503, "unavailable")
+    assert history_entries(runtime) == before
+
+
+def history_entries(runtime: Runtime) -> int:
+    with runtime.session() as session:
+        return session.scalar(select(func.count()).select_from(DelegationHistory)) or 0
 
 
 def run_cli(runtime: Runtime, *args: str, stdin: str = "", **env: str) -> Result:
