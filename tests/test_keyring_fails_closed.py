@@ -4,10 +4,14 @@ line, /readyz naming the missing key ids, and never a 500 or a value in the log.
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import logging
 import os
+import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 
+import httpx
 import pytest
 from click.testing import CliRunner, Result
 from flask.testing import FlaskClient
@@ -18,16 +22,18 @@ from tests.builders import (
     CLIENT_SECRET,
     SIGNING_SECRET,
     USER,
+    VENDOR_APP_ID,
     create_key,
     delegation_body,
     register_app,
     signed,
 )
+from tests.support import service
 from tests.support.clock import FrozenClock
 from tests.support.oauth_server import TokenServer
 from tests.token_fixtures import CONFIG, TOKEN, ask, deliver
 from vault import keyring_gaps
-from vault.crypto import Keyring
+from vault.crypto import Keyring, new_key_entry
 from vault.models import Delegation, DelegationHistory
 from vault.runtime import Runtime
 
@@ -224,3 +230,49 @@ def test_a_complete_keyring_is_ready_and_starts(client: FlaskClient, runtime: Ru
         assert keyring_gaps.incomplete(session, runtime.keyring) is None
     assert client.get("/readyz").status_code == 200
     assert client.post(TOKEN).status_code == 401  # the route is there; nothing above was a 503
+
+
+@pytest.mark.slow
+def test_under_serve_a_keyring_without_k2_warns_is_not_ready_and_answers_503(
+    tmp_path: Path,
+) -> None:
+    k1, k2 = new_key_entry("k1"), new_key_entry("k2")
+    env = {
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'vault.db'}",
+        "DV_KEYS": f"{k2},{k1}",
+        "DV_KEYS_FILE": "",
+        "DV_ENV": "",
+        "PORT": "",
+    }
+    added = subprocess.run(
+        [*service.command(), "apps", "add", "zendesk", "--vendor-app-id", VENDOR_APP_ID,
+         "--client-id", "zc"],
+        input=f"{CLIENT_SECRET}\n{SIGNING_SECRET}\n", capture_output=True, text=True,
+        cwd=tmp_path, env={**os.environ, **env}, timeout=60, check=False,
+    )  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    env["DV_KEYS"] = k1
+    with service.running(env, tmp_path, workers=1) as svc:
+        ready = httpx.get(f"{svc.url}/readyz")
+        assert (ready.status_code, ready.json()["checks"]["keyring"]["missing_key_ids"]) == (
+            503,
+            {"k2": 2},
+        )
+        raw, headers = signed(delegation_body(dt.datetime.now(dt.UTC)))
+        callback = httpx.post(f"{svc.url}{CONFIG}", content=raw, headers=headers)
+        assert (callback.status_code, callback.json()["error"]) == (503, "unavailable")
+    output = svc.output()
+    assert "warning: key id k2 missing: 2 values wait on it" in output
+    assert "CRITICAL" in output or '"level": "critical"' in output
+    for secret in (CLIENT_SECRET, SIGNING_SECRET, k1, k2):
+        assert secret not in output
+    refused = subprocess.run(
+        [*service.command(), "serve", "--bind", "127.0.0.1:1"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=60, check=False,
+        env={**os.environ, **env, "DV_ENV": "production"},
+    )  # fmt: skip
+    assert refused.returncode == 1
+    assert refused.stderr.strip().splitlines() == [
+        "Error: refusing to start: key id k2 missing: 2 values wait on it "
+        "(add the missing entries to DV_KEYS or DV_KEYS_FILE)"
+    ]
