@@ -102,7 +102,10 @@ def test_the_circuit_still_opens_for_a_host_that_is_down(
 # -- a dot-segment tenant never walks up the token URL ------------------------------------------
 
 
-@pytest.mark.parametrize("tenant", [".", "..", "%2e%2e", "%2E.", ".%2e", "%252e%252e", "%2e"])
+@pytest.mark.parametrize(
+    "tenant",
+    [".", "..", "%2e%2e", "%2E.", ".%2e", "%252e%252e", "%2e", "../admin", "x%2F..%2Fy", "..\\x"],
+)
 def test_a_dot_segment_tenant_is_refused_before_any_call(
     client: FlaskClient, runtime: Runtime, oauth: TokenServer, tenant: str
 ) -> None:

@@ -2,21 +2,24 @@
 
 from __future__ import annotations
 
+import re
 from urllib.parse import unquote
 
 from vault.errors import InvalidRequest
 
 DOT_SEGMENTS = frozenset({".", ".."})
+SEPARATORS = re.compile(r"[/\\]")
 DECODINGS = 4  # a tenant still changing after this many percent-decodings is refused as well
 
 
 def refuse_dot_segment(tenant: str | None) -> None:
-    """A tenant filled into a token URL path must not be '.' or '..', nor percent-decode to one:
-    a client, proxy or server resolving dot segments would send the client secret to another
-    path (``/realms/../protocol/...`` is ``/protocol/...``)."""
+    """A tenant filled into a token URL path must not be or hold a '.' or '..' segment, nor
+    percent-decode to one: a client, proxy or server resolving dot segments (or decoding '%2F')
+    would send the client secret to another path (``/realms/../protocol/...`` is
+    ``/protocol/...``)."""
     seen = tenant or ""
     for _decoding in range(DECODINGS):
-        if seen in DOT_SEGMENTS:
+        if DOT_SEGMENTS.intersection(SEPARATORS.split(seen)):
             break
         decoded = unquote(seen)
         if decoded == seen:
