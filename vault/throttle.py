@@ -15,7 +15,6 @@ import math
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from vault import metrics
 from vault.db import writing
 from vault.errors import UpstreamUnavailable
 from vault.models import UpstreamThrottle
@@ -30,7 +29,6 @@ def admit(session: Session, app_id: int, tenant: str | None, now: dt.datetime) -
     until = held.until if held else None
     session.rollback()
     if until is not None and until > now:
-        metrics.TOKEN_REQUESTS.labels("upstream_unavailable", "upstream").inc()
         wait = math.ceil((until - now).total_seconds())
         raise UpstreamUnavailable("throttled", retry_after=wait)
 
