@@ -8,7 +8,6 @@ import datetime as dt
 import logging
 import os
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -17,6 +16,7 @@ from click.testing import CliRunner, Result
 from flask.testing import FlaskClient
 from sqlalchemy import func, select, update
 
+from app import create_app
 from app.cli import cli
 from tests.builders import (
     CLIENT_SECRET,
@@ -42,17 +42,17 @@ OTHER_USER = "9f0e1d2c-3b4a-4c5d-8e7f-60718293a4b5"
 
 
 @pytest.fixture
-def lacking_k2(
-    runtime: Runtime, oauth: TokenServer, client: FlaskClient, clock: FrozenClock
-) -> Iterator[str]:
-    """An app and a delegation sealed under key id k2; then the keyring without k2. Yields a key."""
-    lacking = runtime.keyring
-    runtime.keyring = Keyring((("k2", os.urandom(32)), *lacking.keys))
-    register_app(runtime, token_url=oauth.url)
-    deliver(client, delegation_body(clock()))
-    key = create_key(runtime, "svc")
-    runtime.keyring = lacking
-    yield key
+def lacking_k2(runtime: Runtime, oauth: TokenServer, clock: FrozenClock) -> str:
+    """An app and a delegation sealed under key id k2 by a process whose keyring has it; this
+    process's keyring lacks k2. Returns a service key."""
+    ring = Keyring((("k2", os.urandom(32)), *runtime.keyring.keys))
+    sealer = Runtime.build(runtime.settings, keyring=ring, clock=clock)
+    try:
+        register_app(sealer, token_url=oauth.url)
+        deliver(create_app(runtime=sealer).test_client(), delegation_body(clock()))
+    finally:
+        sealer.close()
+    return create_key(runtime, "svc")
 
 
 def assert_fails_closed(response, caplog: pytest.LogCaptureFixture) -> None:  # type: ignore[no-untyped-def]
@@ -170,6 +170,7 @@ def test_a_callback_over_a_moved_value_is_503_and_stores_nothing(
             .values(delegation_user_id=theirs)
         )
     before = history_entries(runtime)
+    clock.advance(1)  # newer than what is stored: applied, so the stored user must be opened
     raw, headers = signed(delegation_body(clock(), delegationUserId=OTHER_USER))
     response = client.post(CONFIG, data=raw, headers=headers)
     assert (response.status_code, response.json["error"]) == (503, "unavailable")

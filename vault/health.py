@@ -4,9 +4,11 @@ and holds every key id that stored values use."""
 from __future__ import annotations
 
 import dataclasses
+import threading
+import weakref
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import Engine, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -44,12 +46,17 @@ def readiness(runtime: Runtime) -> list[Check]:
     ]
 
 
+_censuses: weakref.WeakKeyDictionary[Engine, Census] = weakref.WeakKeyDictionary()
+_create = threading.Lock()
+
+
 def census(runtime: Runtime) -> Census:
-    """The process's count of stored values under missing key ids."""
-    found = runtime.services.get("keyring_census")
-    if not isinstance(found, Census):
-        found = runtime.services["keyring_census"] = Census()
-    return found
+    """The process's count of stored values under missing key ids, one per database engine."""
+    with _create:
+        found = _censuses.get(runtime.engine)
+        if found is None:
+            found = _censuses[runtime.engine] = Census()
+        return found
 
 
 def _keyring(runtime: Runtime, session: Session) -> Check:
