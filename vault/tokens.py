@@ -338,7 +338,7 @@ class Tokens:
             scope=target.scope,
         )
         where = host(request)
-        throttle.admit(session, app.id, target.tenant_id or target.tenant, self.rt.clock())
+        throttle.admit(session, app.id, target.tenant, self.rt.clock())
         try:
             circuit.admit(session, where, self.rt.clock())
         except UpstreamUnavailable:
@@ -349,9 +349,7 @@ class Tokens:
         try:
             token = self._try_secrets(request, current, previous)
         except UpstreamUnavailable as exc:
-            counts = throttle.absorb(
-                session, app.id, target.tenant_id or target.tenant, where, exc, self.rt.clock()
-            )
+            counts = throttle.absorb(session, app.id, target.tenant, where, exc, self.rt.clock())
             circuit.failed(session, where, self.rt.clock(), exc.reason, counts=counts)
             metrics.TOKEN_REQUESTS.labels("upstream_unavailable", "upstream").inc()
             raise
