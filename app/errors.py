@@ -5,11 +5,19 @@ from __future__ import annotations
 import logging
 import traceback
 
-from flask import Flask, Response, jsonify, request
+from flask import Flask, Response, current_app, jsonify, request
 from sqlalchemy.exc import DBAPIError, OperationalError, TimeoutError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from vault.errors import NotFound, PayloadTooLarge, Unavailable, VaultError
+from vault import health
+from vault.errors import (
+    DecryptionError,
+    KeyringUnavailable,
+    NotFound,
+    PayloadTooLarge,
+    Unavailable,
+    VaultError,
+)
 
 log = logging.getLogger("delegation_vault.errors")
 
@@ -34,6 +42,13 @@ def _database_error(exc: Exception) -> Response:
     # Never the exception text: it can carry a connection string or a bound parameter.
     log.error("database unavailable: %s", type(exc).__name__)
     return render(Unavailable("database_unavailable", retry_after=5))
+
+
+def _unopenable(exc: DecryptionError) -> Response:
+    # Fail closed: the message names the column and key id, never the value or its ciphertext.
+    log.critical("stored value cannot be opened: %s", exc, extra={"reason": "keyring_cannot_open"})
+    health.census(current_app.extensions["vault"]).forget()  # /readyz counts again at once
+    return render(KeyringUnavailable())
 
 
 def _http_error(exc: HTTPException) -> Response:
@@ -64,6 +79,7 @@ def _unexpected(exc: Exception) -> Response:
 
 def init_app(app: Flask) -> None:
     app.register_error_handler(VaultError, _vault_error)
+    app.register_error_handler(DecryptionError, _unopenable)
     app.register_error_handler(OperationalError, _database_error)
     app.register_error_handler(TimeoutError, _database_error)
     app.register_error_handler(DBAPIError, _database_error)

@@ -76,7 +76,10 @@ def delegation(slug: str, tenant: str) -> tuple[dict[str, Any], int, dict[str, s
 
 
 def _token_fields() -> dict[str, Any]:
-    body = request.get_json(silent=True)
+    try:
+        body = request.get_json(silent=True)
+    except RecursionError:  # e.g. 30,000 '[': not a token request
+        body = None
     if not isinstance(body, dict):
         raise InvalidRequest("invalid_json", "The body must be a JSON object.")
     bad = [name for name, value in body.items() if name in FIELDS and not _valid(name, value)]

@@ -42,9 +42,29 @@ class JsonFormatter(logging.Formatter):
 
 
 class TextFormatter(logging.Formatter):
+    """``time LEVEL logger: message key=value ...``, one line per record whatever the input:
+    control characters (a newline in a slug would forge a line) are escaped, and a value with a
+    space, quote or '=' is quoted (it would forge a field)."""
+
     def format(self, record: logging.LogRecord) -> str:
-        extra = " ".join(f"{k}={v}" for k, v in _fields(record).items())
-        return f"{self.formatTime(record)} {record.levelname} {record.name}: {record.getMessage()} {extra}".rstrip()
+        extra = " ".join(f"{k}={_value(v)}" for k, v in _fields(record).items())
+        message = _escape(record.getMessage())
+        return f"{self.formatTime(record)} {record.levelname} {record.name}: {message} {extra}".rstrip()
+
+
+CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+BARE = re.compile(r'[^\s"=\\]+')
+
+
+def _escape(text: str) -> str:
+    return CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+
+
+def _value(value: object) -> str:
+    text = str(value)
+    if BARE.fullmatch(text) and not CONTROL.search(text):
+        return text
+    return '"' + _escape(text.replace("\\", "\\\\").replace('"', '\\"')) + '"'
 
 
 class RequestIdFilter(logging.Filter):

@@ -105,7 +105,11 @@ def _callback(kind: str) -> dict[str, Any]:
                     "Missing or ill-typed fields",
                     _error("invalid_payload", fields={"type": "array", "items": STRING}),
                 ),
-                "503": _reply("Database unavailable", _error("unavailable"), RETRY_AFTER),
+                "503": _reply(
+                    "Database unavailable, or a stored value the keyring cannot open",
+                    _error("unavailable"),
+                    RETRY_AFTER,
+                ),
             },
         }
     }
@@ -116,7 +120,9 @@ def _service_errors(*extra: tuple[str, str, dict[str, Any]]) -> dict[str, Any]:
         "401": _reply("No, unknown or revoked key", _error("unauthorized"), WWW_AUTH),
         "403": _reply("Key not allowed for this app or tenant", _error("forbidden")),
         "503": _reply(
-            "Database or token endpoint unavailable",
+            "Database unavailable or a stored value the keyring cannot open (unavailable); token"
+            " endpoint down, throttling this app and tenant, or its circuit open"
+            " (upstream_unavailable)",
             _error("unavailable", "upstream_unavailable"),
             RETRY_AFTER,
         ),
@@ -287,6 +293,7 @@ def document() -> dict[str, Any]:
             _error("unknown_app", "no_delegation"),
         ),
         ("409", "Delegation suspended by a disable callback", _error("delegation_disabled")),
+        ("413", "Body over 64 KiB, chunked or not", _error("payload_too_large")),
         (
             "502",
             "The token endpoint answered an OAuth error",

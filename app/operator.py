@@ -38,7 +38,8 @@ def readyz() -> tuple[dict[str, Any], int, dict[str, str]]:
     body: dict[str, Any] = {
         "status": "unavailable" if failing else "ok",
         "checks": {
-            c.name: {"ok": c.ok, **({"detail": c.detail} if c.detail else {})} for c in checks
+            c.name: {"ok": c.ok, **({"detail": c.detail} if c.detail else {}), **(c.facts or {})}
+            for c in checks
         },
     }
     if failing:
@@ -103,7 +104,8 @@ def _filter() -> status.TenantFilter:
     args = request.args
     page = args.get("page", "1")
     state = args.get("state") or None
-    if not page.isdigit() or not 1 <= int(page) <= 1_000_000:
+    # ASCII digits only: '²' is a digit to str.isdigit() but not to int().
+    if not (page.isascii() and page.isdigit()) or not 1 <= int(page) <= 1_000_000:
         raise InvalidRequest("bad_page", "page must be a positive whole number")
     if state is not None and state not in status.FILTER_STATES:
         raise InvalidRequest("bad_state", "state must be active, disabled, revoked or failing")

@@ -62,7 +62,7 @@ def test_the_first_key_encrypts_and_every_key_decrypts() -> None:
 
 def test_an_unknown_key_id_is_an_explicit_error_not_a_fallback() -> None:
     stored = parse_keyring([new_key_entry("gone")]).encrypt("secret", b"c")
-    with pytest.raises(DecryptionError, match="not in the keyring"):
+    with pytest.raises(DecryptionError, match="the keyring lacks this key id"):
         KEYRING.decrypt(stored, b"c")
 
 

@@ -81,14 +81,20 @@ class Keyring:
         kid = key_id_of(stored)
         cipher = self._ciphers.get(kid)
         if cipher is None:
-            raise DecryptionError(f"value was encrypted with key id {kid!r}, not in the keyring")
+            raise DecryptionError(
+                f"{_label(aad)} under key id {kid!r} cannot be opened: the keyring lacks this "
+                "key id (add its entry to DV_KEYS or DV_KEYS_FILE)",
+                kid,
+            )
         body = stored.split(":", 2)[2]
         try:
             raw = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
             return cipher.decrypt(raw[:NONCE_BYTES], raw[NONCE_BYTES:], self._aad(kid, aad))
         except (InvalidTag, ValueError, binascii.Error):
             raise DecryptionError(
-                f"value under key id {kid!r} failed authentication (tampered, moved or wrong key)"
+                f"{_label(aad)} under key id {kid!r} failed authentication (tampered, moved "
+                "from another row, or another key under this key id)",
+                kid,
             ) from None
 
     def decrypt_text(self, stored: str, aad: bytes) -> str:
@@ -117,6 +123,11 @@ class Keyring:
     @staticmethod
     def _aad(kid: str, aad: bytes) -> bytes:
         return FORMAT.encode() + b"\x00" + kid.encode() + b"\x00" + aad
+
+
+def _label(aad: bytes) -> str:
+    """What a value is (``table.column``), from its associated data: the row's identity stays out."""
+    return aad.split(b"\x1f", 1)[0].decode("ascii", "replace")[:64]
 
 
 def new_key_entry(kid: str | None = None) -> str:

@@ -27,6 +27,9 @@ class VaultError(Exception):
         return {}
 
 
+KEYRING_RETRY_AFTER = 60  # seconds: a missing key comes back with an operator, not by itself
+
+
 class _RetryLater(VaultError):
     def __init__(self, reason: str | None = None, retry_after: int = 1) -> None:
         super().__init__(reason)
@@ -78,6 +81,15 @@ class PayloadTooLarge(VaultError):
 
 class Unavailable(_RetryLater):
     error, status, message = "unavailable", 503, "The database is unavailable; try again."
+
+
+class KeyringUnavailable(Unavailable):
+    """A stored value the keyring cannot open: the service fails closed until an operator acts."""
+
+    message = "A stored value cannot be opened with this keyring; try again later."
+
+    def __init__(self) -> None:
+        super().__init__("keyring_cannot_open", retry_after=KEYRING_RETRY_AFTER)
 
 
 # Internal API
@@ -151,7 +163,12 @@ class KeyringError(OperationalError):
 
 
 class DecryptionError(KeyringError):
-    pass
+    """A stored value the keyring cannot open. The message names the column and the key id,
+    never the value or its ciphertext."""
+
+    def __init__(self, message: str, key_id: str | None = None) -> None:
+        super().__init__(message)
+        self.key_id = key_id
 
 
 class BadValue(OperationalError):

@@ -267,6 +267,17 @@ class Lease(Base):
     until: Mapped[dt.datetime]
 
 
+class UpstreamThrottle(Base):
+    """A token endpoint's 429 for one app and tenant: no call for that target until ``until``."""
+
+    __tablename__ = "upstream_throttles"
+
+    app_id: Mapped[int] = mapped_column(ForeignKey("apps.id", ondelete="CASCADE"), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(128), primary_key=True)  # "" for no tenant
+    host: Mapped[str] = mapped_column(String(255))
+    until: Mapped[dt.datetime]
+
+
 class KeyCheck(Base):
     """One value per key id that only that key decrypts: detects a wrong keyring at start-up."""
 

@@ -23,7 +23,7 @@ from collections import OrderedDict
 from sqlalchemy import delete
 from sqlalchemy.orm import Session
 
-from vault import apps, circuit, delegations, metrics, token_health
+from vault import apps, circuit, delegations, metrics, throttle, token_health
 from vault.crypto import Keyring
 from vault.db import writing
 from vault.errors import (
@@ -341,13 +341,15 @@ class Tokens:
             scope=target.scope,
         )
         where = host(request)
+        throttle.admit(session, app.id, target.tenant, self.rt.clock())
         circuit.admit(session, where, self.rt.clock())
         current, previous = apps.client_secrets(self.rt.keyring, app)
         started = time.monotonic()
         try:
             token = self._try_secrets(request, current, previous)
         except UpstreamUnavailable as exc:
-            circuit.failed(session, where, self.rt.clock(), exc.reason, counts=True)
+            counts = throttle.absorb(session, app.id, target.tenant, where, exc, self.rt.clock())
+            circuit.failed(session, where, self.rt.clock(), exc.reason, counts=counts)
             raise
         except UpstreamRejected as exc:
             circuit.failed(session, where, self.rt.clock(), exc.upstream_error, counts=False)

@@ -20,6 +20,7 @@ import dataclasses
 import email.utils
 import json
 import logging
+import math
 import random
 import re
 import ssl
@@ -33,12 +34,14 @@ import httpx
 from vault import metrics
 from vault.apps import validate_token_url
 from vault.errors import OperationalError, UpstreamRejected, UpstreamUnavailable
+from vault.guards import refuse_dot_segment
 from vault.settings import Settings
 
 DEADLINE = 9.0  # seconds for all tries of one request, below the callers' usual 10 s
 BACKOFF_BASE, BACKOFF_CAP = 0.2, 2.0
 MAX_RESPONSE = 64 * 1024
 RETRY_AFTER_CAP = 60.0
+THROTTLE_HINT = 10  # seconds to hold back after a 429 that named no Retry-After
 OAUTH_ERROR = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 log = logging.getLogger("delegation_vault.upstream")
 
@@ -54,6 +57,8 @@ class TokenRequest:
     scope: str
 
     def url(self) -> str:
+        if "{tenant}" in self.token_url:
+            refuse_dot_segment(self.tenant)
         return self.token_url.replace("{tenant}", quote(self.tenant or "", safe=""))
 
 
@@ -253,7 +258,7 @@ def _json(body: bytes | None) -> dict[str, Any] | None:
         return None
     try:
         document = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # deep nesting is not a token reply
         return None
     return document if isinstance(document, dict) else None
 
@@ -261,7 +266,7 @@ def _json(body: bytes | None) -> dict[str, Any] | None:
 def _expires_in(value: object, default_ttl: int) -> int:
     if isinstance(value, bool):
         return default_ttl
-    if isinstance(value, str) and value.isdigit():
+    if isinstance(value, str) and value.isascii() and value.isdigit():  # not '²': int() refuses it
         value = int(value)
     if isinstance(value, int | float) and 0 < value < 10 * 365 * 86400:
         return int(value)
@@ -271,7 +276,7 @@ def _expires_in(value: object, default_ttl: int) -> int:
 def _retry_after(response: httpx.Response, now: Callable[[], float] = time.time) -> float | None:
     """Seconds to wait from a Retry-After of seconds or an HTTP date (RFC 9110 §10.2.3), capped."""
     value = response.headers.get("Retry-After", "").strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():
         return min(float(value), RETRY_AFTER_CAP)
     try:
         when = email.utils.parsedate_to_datetime(value)
@@ -283,4 +288,6 @@ def _retry_after(response: httpx.Response, now: Callable[[], float] = time.time)
 
 
 def _retry_hint(exc: Transient) -> int:
-    return max(1, int(exc.retry_after or 1))
+    if exc.retry_after is None and exc.code == "http_429":
+        return THROTTLE_HINT
+    return max(1, math.ceil(exc.retry_after or 1))

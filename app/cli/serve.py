@@ -6,7 +6,10 @@ import os
 
 import click
 
-from app.cli.common import open_runtime
+from app.cli.common import note, open_runtime
+from vault import keyring_gaps
+from vault.errors import KeyringError
+from vault.runtime import Runtime
 from vault.settings import Settings
 
 
@@ -24,7 +27,11 @@ def serve(bind: str | None, workers: int | None, threads: int) -> None:
     from app import server
 
     settings = Settings.from_env()
-    open_runtime(settings).engine.dispose()  # refuse early: no key, old schema, wrong keyring
+    runtime = open_runtime(settings)  # refuse early: no key, old schema, wrong keyring
+    try:
+        _check_key_ids(runtime)
+    finally:
+        runtime.engine.dispose()
     # Every interface is the contract's production bind; a development vault (a generated key
     # beside its database) listens on loopback only.
     everywhere = "0.0.0.0"  # noqa: S104  # nosec B104
@@ -32,3 +39,13 @@ def serve(bind: str | None, workers: int | None, threads: int) -> None:
     bind = bind or f"{host}:{settings.port}"
     workers = workers or int(os.environ.get("WEB_CONCURRENCY", "2"))
     server.run(settings, bind=bind, workers=workers, threads=threads)
+
+
+def _check_key_ids(runtime: Runtime) -> None:
+    """Production never serves while stored values wait on a key id the keyring lacks."""
+    with runtime.session() as session:
+        problem = keyring_gaps.incomplete(session, runtime.keyring)
+    if problem and runtime.settings.production:
+        raise KeyringError(f"refusing to start: {problem}")
+    if problem:
+        note(f"warning: {problem}; requests that need those values answer 503")

@@ -62,6 +62,7 @@ class TokenServer:
         self.rejected_secrets: set[str] = set()
         self.default = Reply()
         self.during: Callable[[], object] | None = None  # runs while each request is being served
+        self.answer: Callable[[Recorded], Reply | None] | None = None  # per request, before script
         self.observed: list[object] = []  # what ``during`` returned, request by request
         self._lock = threading.Lock()
         self._counter = 0
@@ -101,6 +102,9 @@ class TokenServer:
             self.requests.append(recorded)
             if recorded.client_secret in self.rejected_secrets:
                 return Reply(400, {"error": "invalid_client"})
+            chosen = self.answer(recorded) if self.answer else None
+            if chosen is not None:
+                return chosen
             return self.script.popleft() if self.script else self.default
 
     def _token(self, recorded: Recorded) -> str:

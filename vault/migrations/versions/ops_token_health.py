@@ -1,7 +1,7 @@
 """token health per app and tenant; the most recent rejected callbacks
 
 Revision ID: ops_token_health
-Revises: 0001
+Revises: cli_allowed_scopes
 Create Date: 2026-11-24
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "ops_token_health"
-down_revision = "0001"
+down_revision = "cli_allowed_scopes"
 branch_labels = None
 depends_on = None
 

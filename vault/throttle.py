@@ -1,0 +1,57 @@
+"""Per-target throttling after a token endpoint's 429: the callers that caused it wait, nobody else.
+
+A 429 says "this client asks too often", not "this host is down". It holds calls for the app and
+tenant that met it (the target) until its Retry-After has passed, answered 503
+``upstream_unavailable`` with Retry-After and no call, and it never counts toward the host-wide
+circuit: one service key looping requests cannot make other apps' or tenants' requests on that
+host fail. The hold is kept in the database, like the circuit, so every worker honours it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from vault.db import writing
+from vault.errors import UpstreamUnavailable
+from vault.models import UpstreamThrottle
+
+THROTTLED = "http_429"  # the reason the token client gives a 429 that outlasted its retries
+
+
+def admit(session: Session, app_id: int, tenant: str | None, now: dt.datetime) -> None:
+    """Raise UpstreamUnavailable (no call made) while the target is held after a 429."""
+    session.rollback()
+    held = session.get(UpstreamThrottle, (app_id, tenant or ""), populate_existing=True)
+    until = held.until if held else None
+    session.rollback()
+    if until is not None and until > now:
+        wait = math.ceil((until - now).total_seconds())
+        raise UpstreamUnavailable("throttled", retry_after=wait)
+
+
+def absorb(
+    session: Session,
+    app_id: int,
+    tenant: str | None,
+    host: str,
+    exc: UpstreamUnavailable,
+    now: dt.datetime,
+) -> bool:
+    """Hold the target after a 429; return whether ``exc`` counts toward the host's circuit."""
+    if exc.reason != THROTTLED:
+        return True
+    until = now + dt.timedelta(seconds=exc.retry_after)
+    for _attempt in range(2):
+        try:
+            with writing(session):
+                session.merge(
+                    UpstreamThrottle(app_id=app_id, tenant=tenant or "", host=host, until=until)
+                )
+            break
+        except IntegrityError:  # two workers held the same target at once: the loser updates
+            session.rollback()
+    return False
