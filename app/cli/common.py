@@ -50,7 +50,7 @@ def open_runtime(settings: Settings | None = None) -> Runtime:
         raise OperationalError(problem)
     if problem:
         fresh = migrate.current_revision(runtime.engine) is None
-        migrate.upgrade(runtime.engine)
+        migrate.upgrade(runtime.engine, keyring=runtime.keyring)
         note(f"{'created' if fresh else 'upgraded'} the database ({_where(settings)})")
     ensure_key_check(runtime)
     return runtime
