@@ -10,6 +10,7 @@ from typing import Any
 
 from gunicorn.app.base import BaseApplication
 
+from vault.crypto import Keyring
 from vault.settings import Settings
 
 
@@ -29,8 +30,11 @@ def _child_exit(_server: Any, worker: Any) -> None:
 
 
 class Server(BaseApplication):  # type: ignore[misc]
-    def __init__(self, settings: Settings, options: dict[str, Any]) -> None:
+    def __init__(
+        self, settings: Settings, options: dict[str, Any], keyring: Keyring | None = None
+    ) -> None:
         self.settings = settings
+        self.keyring = keyring
         self.options = options
         super().__init__()
 
@@ -41,11 +45,14 @@ class Server(BaseApplication):  # type: ignore[misc]
     def load(self) -> Any:
         # Each worker builds its own app after the fork: no database connection is shared.
         from app import create_app
+        from vault.runtime import Runtime
 
-        return create_app(self.settings)
+        return create_app(runtime=Runtime.build(self.settings, keyring=self.keyring))
 
 
-def run(settings: Settings, *, bind: str, workers: int, threads: int) -> None:
+def run(
+    settings: Settings, *, bind: str, workers: int, threads: int, keyring: Keyring | None = None
+) -> None:
     _metrics_dir()
     options = {
         "bind": bind,
@@ -62,4 +69,4 @@ def run(settings: Settings, *, bind: str, workers: int, threads: int) -> None:
         "proc_name": "delegation-vault",
         "forwarded_allow_ips": os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1"),
     }
-    Server(settings, options).run()
+    Server(settings, options, keyring).run()

@@ -6,6 +6,7 @@ import dataclasses
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from vault.errors import ConfigError
 
@@ -52,6 +53,36 @@ def normalise_database_url(url: str) -> str:
     return url
 
 
+WRAPPING_NEEDS = {
+    "none": (),
+    "pkcs11": ("DV_PKCS11_MODULE", "DV_PKCS11_TOKEN", "DV_PKCS11_KEY"),
+    "aws-kms": ("DV_KMS_KEY_ID",),
+}
+
+
+def _key_wrapping(environ: Mapping[str, str]) -> dict[str, Any]:
+    """DV_KEY_WRAPPING and what the chosen wrapper needs (see vault/wrapping.py)."""
+    mode = environ.get("DV_KEY_WRAPPING", "").strip() or "none"
+    if mode not in WRAPPING_NEEDS:
+        raise ConfigError("DV_KEY_WRAPPING must be 'none', 'pkcs11' or 'aws-kms'")
+    missing = [name for name in WRAPPING_NEEDS[mode] if not environ.get(name, "").strip()]
+    if mode == "pkcs11" and not (environ.get("DV_PKCS11_PIN") or environ.get("DV_PKCS11_PIN_FILE")):
+        missing.append("DV_PKCS11_PIN or DV_PKCS11_PIN_FILE")
+    if missing:
+        raise ConfigError(f"DV_KEY_WRAPPING={mode} needs {', '.join(missing)}")
+    found = {
+        name.lower()[3:]: environ.get(name, "").strip() or None
+        for name in (
+            "DV_PKCS11_MODULE",
+            "DV_PKCS11_TOKEN",
+            "DV_PKCS11_KEY",
+            "DV_PKCS11_PIN_FILE",
+            "DV_KMS_KEY_ID",
+        )
+    }
+    return {"key_wrapping": mode, "pkcs11_pin": environ.get("DV_PKCS11_PIN") or None, **found}
+
+
 @dataclasses.dataclass(frozen=True)
 class Settings:
     database_url: str = DEFAULT_DATABASE_URL
@@ -69,6 +100,13 @@ class Settings:
     allow_http_token_urls: bool = False
     metrics_public: bool = False
     log_format: str = "text"
+    key_wrapping: str = "none"
+    pkcs11_module: str | None = None
+    pkcs11_token: str | None = None
+    pkcs11_key: str | None = None
+    pkcs11_pin: str | None = dataclasses.field(default=None, repr=False)
+    pkcs11_pin_file: str | None = None
+    kms_key_id: str | None = None
 
     @property
     def production(self) -> bool:
@@ -106,6 +144,7 @@ class Settings:
             allow_http_token_urls=allow_http,
             metrics_public=_flag(env, "DV_METRICS_PUBLIC"),
             log_format=log_format,
+            **_key_wrapping(env),
         )
 
     def replace(self, **changes: object) -> Settings:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import click
 
 from app.cli.common import fail, note, session_for, table
-from vault import rotation
-from vault.crypto import new_key_entry
+from vault import rotation, wrapping
+from vault.crypto import keyring_entries
+from vault.settings import Settings
 
 
 @click.group("crypto")
@@ -17,8 +18,21 @@ def crypto_group() -> None:
 @crypto_group.command("new-key")
 @click.option("--key-id", default=None, help="default: k<random hex>")
 def crypto_new_key(key_id: str | None) -> None:
-    """Print a fresh keyring entry (kid:base64); put it first in DV_KEYS to make it primary."""
-    click.echo(new_key_entry(key_id))
+    """Print a fresh keyring entry, wrapped when DV_KEY_WRAPPING is on; put it first to make it primary."""
+    click.echo(wrapping.new_entry(Settings.from_env(), key_id))
+
+
+@crypto_group.command("rewrap")
+def crypto_rewrap() -> None:
+    """Print every keyring entry wrapped under the current key-encryption key (rows are untouched)."""
+    settings = Settings.from_env()
+    entries = wrapping.rewrap(settings, keyring_entries(settings))
+    note(
+        f"{len(entries)} entries wrapped under {settings.key_wrapping} key-encryption key "
+        f"{wrapping.WRAPPERS[settings.key_wrapping].current(settings)!r}; replace the keyring with them"
+    )
+    for entry in entries:
+        click.echo(entry)
 
 
 @crypto_group.command("status")

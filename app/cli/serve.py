@@ -21,7 +21,9 @@ def serve(bind: str | None, workers: int | None, threads: int) -> None:
     from app import server
 
     settings = Settings.from_env()
-    open_runtime(settings).engine.dispose()  # refuse early: no key, old schema, wrong keyring
+    runtime = open_runtime(settings)  # refuse early: no key, old schema, wrong keyring
+    runtime.engine.dispose()
     bind = bind or f"0.0.0.0:{os.environ.get('PORT', '8000')}"
     workers = workers or int(os.environ.get("WEB_CONCURRENCY", "2"))
-    server.run(settings, bind=bind, workers=workers, threads=threads)
+    # Workers take the keyring unwrapped here: an HSM or KMS is asked once, before the fork.
+    server.run(settings, bind=bind, workers=workers, threads=threads, keyring=runtime.keyring)
