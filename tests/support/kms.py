@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -48,6 +49,7 @@ class Kms:
 
 @contextlib.contextmanager
 def serving() -> Iterator[Kms]:
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no line per KMS call on the console
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
