@@ -34,7 +34,8 @@ def keyring() -> Keyring:
 
 
 @pytest.fixture
-def verify(database_url: str, tmp_path: Path) -> Verify:
+def command(database_url: str, tmp_path: Path) -> Verify:
+    """Any ``delegation-vault`` command, in production, against this test's database."""
     env = {
         "DATABASE_URL": database_url,
         "DV_KEYS": ENTRY,
@@ -44,13 +45,16 @@ def verify(database_url: str, tmp_path: Path) -> Verify:
     }
 
     def run(*args: str, keys: str = ENTRY) -> Result:
-        result = CliRunner().invoke(
-            cli, ["delegations", "verify", *args], env={**env, "DV_KEYS": keys}
-        )
+        result = CliRunner().invoke(cli, list(args), env={**env, "DV_KEYS": keys})
         assert "Traceback" not in result.output
         return result
 
     return run
+
+
+@pytest.fixture
+def verify(command: Verify) -> Verify:
+    return lambda *args, **kw: command("delegations", "verify", *args, **kw)
 
 
 def deliver(client: FlaskClient, body: dict, url: str = CONFIG) -> None:  # type: ignore[type-arg]
@@ -274,3 +278,30 @@ def test_the_migration_seals_history_written_before_it(
     assert result.exit_code == 0 and "verified 7 history entries in 2 chains" in result.stdout
     sql(engine, "DELETE FROM delegation_history WHERE id = :i", i=entry_id(engine, 5))
     assert "entry 5 (the newest, of 5) was removed" in verify().output
+
+
+def test_reencrypt_reseals_the_chains_so_the_old_key_can_go(
+    history: None, command: Verify, verify: Verify, runtime: Runtime
+) -> None:
+    new = new_key_entry("test2")
+    both = f"{new},{ENTRY}"
+    status = command("crypto", "status", keys=both)
+    assert "delegation_history  mac" in status.stdout and "test1" in status.stdout
+    moved = command("crypto", "reencrypt", keys=both)
+    assert moved.exit_code == 0, moved.output
+    assert "re-sealed 2 history chains" in moved.output
+    with runtime.session() as session:
+        assert set(session.scalars(select(DelegationHistory.mac_key_id))) == {"test2"}
+    result = verify(keys=new)
+    assert result.exit_code == 0 and "verified 7 history entries" in result.stdout
+
+
+def test_reencrypt_leaves_a_tampered_chain_as_it_is(
+    history: None, command: Verify, verify: Verify, engine: Engine
+) -> None:
+    sql(engine, "DELETE FROM delegation_history WHERE id = :i", i=entry_id(engine, 2))
+    both = f"{new_key_entry('test2')},{ENTRY}"
+    moved = command("crypto", "reencrypt", keys=both)
+    assert moved.exit_code == 1 and "entry 2 was removed" in moved.output
+    again = verify(keys=both)
+    assert again.exit_code == 1 and "entry 2 was removed" in again.output

@@ -90,7 +90,7 @@ def _entry_problem(
     if row.mac_key_id not in keyring.key_ids:
         return f"{named} was sealed with key id {row.mac_key_id!r}, which the keyring lacks"
     try:
-        plain = {name: _opened(keyring, row, name) for name in chain.ENCRYPTED}
+        plain = {name: opened(keyring, row, name) for name in chain.ENCRYPTED}
     except DecryptionError:
         return f"{named} was altered (a stored value no longer opens)"
     expected = chain.mac(keyring, row.mac_key_id, previous, chain.fields_of(row, plain))
@@ -109,7 +109,7 @@ def _head_problem(head: Delegation | None, count: int, last_mac: str) -> str | N
     return None
 
 
-def _opened(keyring: Keyring, row: DelegationHistory, name: str) -> str | None:
+def opened(keyring: Keyring, row: DelegationHistory, name: str) -> str | None:
     value: str | None = getattr(row, name)
     return value and keyring.decrypt_text(value, row_aad(row, name))
 

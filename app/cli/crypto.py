@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import click
 
 from app.cli.common import fail, note, session_for, table
-from vault import rotation, wrapping
+from vault import resealing, rotation, wrapping
 from vault.crypto import keyring_entries
 from vault.settings import Settings
 
@@ -39,13 +41,14 @@ def crypto_rewrap() -> None:
 def crypto_status() -> None:
     """Rows per key id in every encrypted column."""
     with session_for() as (rt, session):
-        counts = rotation.status(session)
+        counts = [(c.table, c.column, c.key_id, c.rows) for c in rotation.status(session)]
+        macs = resealing.mac_key_counts(session)  # the history chain's MACs are keyed too
+        counts += [("delegation_history", "mac", kid, rows) for kid, rows in macs.items()]
         primary, known = rt.keyring.primary_id, set(rt.keyring.key_ids)
     table(
         ["table", "column", "key id", "rows", "note"],
         [
-            (c.table, c.column, c.key_id, c.rows,
-             "primary" if c.key_id == primary else ("old key" if c.key_id in known else "NOT IN KEYRING"))
+            (*c, "primary" if c[2] == primary else ("old key" if c[2] in known else "NOT IN KEYRING"))
             for c in counts
         ],
     )  # fmt: skip
@@ -57,11 +60,16 @@ def crypto_reencrypt(batch: int) -> None:
     """Move every stored value to the primary key, in batches; run again to resume."""
     with session_for() as (rt, session):
         progress = rotation.reencrypt(session, rt.keyring, batch)
-        left = {
-            k: n for k, n in rotation.rows_per_key(session).items() if k != rt.keyring.primary_id
-        }
+        chains = resealing.reseal(session, rt.keyring)
+        used = rotation.rows_per_key(session) + Counter(resealing.mac_key_counts(session))
+        left = {k: n for k, n in used.items() if k != rt.keyring.primary_id}
     note(
-        f"moved {progress.moved} values to key {rt.keyring.primary_id!r} ({progress.skipped} changed meanwhile)"
+        f"moved {progress.moved} values to key {rt.keyring.primary_id!r} ({progress.skipped} changed meanwhile); "
+        f"re-sealed {chains.chains} history chains"
     )
+    if chains.refused:
+        fail(
+            f"history that does not verify was left as it is: {chains.refused[0]} ('delegations verify')"
+        )
     if left:
         fail(f"values remain under other keys: {left}; run again")
