@@ -237,6 +237,17 @@ def test_wrapped_entries_need_wrapping_on(tmp_path: Path, hsm: softhsm.SoftHSM) 
     assert "keyring entry 1 (w1) is wrapped by pkcs11, but DV_KEY_WRAPPING is none" in line
 
 
+def test_the_development_key_file_is_written_wrapped_when_wrapping_is_on(
+    tmp_path: Path, hsm: softhsm.SoftHSM, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = {**hsm.env(), "DATABASE_URL": f"sqlite:///{tmp_path / 'vault.db'}",
+           "DV_INSTANCE_PATH": str(tmp_path / "instance")}  # fmt: skip
+    cli(tmp_path, env, "keys", "create", "ops", "--role", "operator")
+    written = (tmp_path / "instance" / "vault.key").read_text().strip()
+    assert written.startswith("dev1:pkcs11:kek-1:")
+    assert_nowhere(data_keys(env, [written], monkeypatch), written, *sqlite_files(tmp_path))
+
+
 # -- AWS KMS (moto's server on loopback) ------------------------------------------------------
 
 

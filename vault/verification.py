@@ -174,3 +174,18 @@ def last(session: Session) -> HistoryVerification | None:
     return session.scalars(
         select(HistoryVerification).order_by(HistoryVerification.verified_at.desc()).limit(1)
     ).first()
+
+
+def status(session: Session) -> dict[str, object] | None:
+    """The last verification for the status page: when, what, the result (None: never run)."""
+    found = last(session)
+    if found is None:
+        return None
+    return {
+        "verified_at": found.verified_at,
+        "scope": found.scope,
+        "ok": found.ok,
+        "entries": found.entries,
+        "chains": found.chains,
+        "finding": found.finding,
+    }
