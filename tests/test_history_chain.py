@@ -180,39 +180,31 @@ def test_an_entry_inserted_in_the_middle_is_named(
     assert f"entry 3 (id {third}, request forged-request)" in result.output
 
 
-def test_reordered_entries_are_named(history: None, verify: Verify, engine: Engine) -> None:
-    second, third = entry_id(engine, 2), entry_id(engine, 3)
-    sql(
-        engine,
-        "UPDATE delegation_history SET id = -1 WHERE id = :second",
-        "UPDATE delegation_history SET id = :second WHERE id = :third",
-        "UPDATE delegation_history SET id = :third WHERE id = -1",
-        second=second,
-        third=third,
-    )
-    result = verify()
-    assert result.exit_code == 1
-    assert f"entry 2 (id {second}" in result.output and "out of order" in result.output
+SWAP_SEQ = (
+    "UPDATE delegation_history SET seq = -1 WHERE id = :second",
+    "UPDATE delegation_history SET seq = 2 WHERE id = :third",
+    "UPDATE delegation_history SET seq = 3 WHERE id = :second",
+)
+SWAP_IDS = (
+    "UPDATE delegation_history SET id = -1 WHERE id = :second",
+    "UPDATE delegation_history SET id = :second WHERE id = :third",
+    "UPDATE delegation_history SET id = :third WHERE id = -1",
+)
 
 
-def test_reordered_entries_renumbered_to_match_are_named(
-    history: None, verify: Verify, engine: Engine
+@pytest.mark.parametrize(
+    ("statements", "named"),
+    [(SWAP_IDS, "out of order"), (SWAP_SEQ + SWAP_IDS, "MAC does not match")],
+    ids=["ids swapped", "ids and seq swapped"],
+)
+def test_reordered_entries_are_named(
+    history: None, verify: Verify, engine: Engine, statements: tuple[str, ...], named: str
 ) -> None:
     second, third = entry_id(engine, 2), entry_id(engine, 3)
-    sql(
-        engine,
-        "UPDATE delegation_history SET seq = -1 WHERE id = :second",
-        "UPDATE delegation_history SET seq = 2 WHERE id = :third",
-        "UPDATE delegation_history SET seq = 3 WHERE id = :second",
-        "UPDATE delegation_history SET id = -1 WHERE id = :second",
-        "UPDATE delegation_history SET id = :second WHERE id = :third",
-        "UPDATE delegation_history SET id = :third WHERE id = -1",
-        second=second,
-        third=third,
-    )
+    sql(engine, *statements, second=second, third=third)
     result = verify()
     assert result.exit_code == 1
-    assert "entry 2 (id" in result.output and "MAC does not match" in result.output
+    assert f"entry 2 (id {second}" in result.output and named in result.output
 
 
 def test_a_tampered_tenant_does_not_fail_another_tenants_check(

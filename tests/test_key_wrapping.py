@@ -122,18 +122,8 @@ def test_pkcs11_new_key_serve_callback_token_restart_and_kek_rotation(
     assert all(
         e.startswith(f"{kid}:pkcs11:kek-1:") for e, kid in zip(entries, ("w1", "w0"), strict=True)
     )
-    env = {
-        **hsm.env(),
-        "DV_KEYS": ",".join(entries),
-        "DATABASE_URL": f"sqlite:///{tmp_path / 'vault.db'}",
-        "DV_ALLOW_HTTP_TOKEN_URLS": "1",
-        "DV_INSTANCE_PATH": str(tmp_path / "instance"),
-        "PROMETHEUS_MULTIPROC_DIR": str(service.metrics_dir(tmp_path)),
-    }
-    key = _register(tmp_path, env, oauth)
-    with service.running(env, tmp_path) as svc:
-        _callback(svc.url)
-        assert _token(svc.url, key) == 200
+    env = _serving(tmp_path, hsm.env(), ",".join(entries))
+    key = _first_delegation(tmp_path, env, oauth)
     with service.running(env, tmp_path) as svc:  # restart: the same wrapped keyring opens again
         assert _delegated_user(svc.url, key) == USER
         assert _token(svc.url, key) == 200
@@ -260,18 +250,8 @@ def test_aws_kms_new_key_serve_callback_restart_and_kek_rotation(
     ).strip()
     kid, wrapper, kek, _blob = entry.split(":")
     assert (kid, wrapper, kek) == ("a1", "aws-kms", first.replace(":", "%3A").replace("/", "%2F"))
-    env = {
-        **local_kms.env("alias/delegation-vault"),
-        "DV_KEYS": entry,
-        "DATABASE_URL": f"sqlite:///{tmp_path / 'vault.db'}",
-        "DV_ALLOW_HTTP_TOKEN_URLS": "1",
-        "DV_INSTANCE_PATH": str(tmp_path / "instance"),
-        "PROMETHEUS_MULTIPROC_DIR": str(service.metrics_dir(tmp_path)),
-    }
-    key = _register(tmp_path, env, oauth)
-    with service.running(env, tmp_path) as svc:
-        _callback(svc.url)
-        assert _token(svc.url, key) == 200
+    env = _serving(tmp_path, local_kms.env("alias/delegation-vault"), entry)
+    key = _first_delegation(tmp_path, env, oauth)
     second = local_kms.create_key()
     rotated = {**env, "DV_KMS_KEY_ID": second}
     with service.running(rotated, tmp_path) as svc:  # the old entry still opens under its own key
@@ -306,12 +286,29 @@ def test_aws_kms_unreachable_stops_start_up_with_one_line(
 # -- helpers --------------------------------------------------------------------------------
 
 
-def _register(tmp_path: Path, env: dict[str, str], oauth: TokenServer) -> str:
+def _serving(tmp_path: Path, wrapping_env: dict[str, str], keys: str) -> dict[str, str]:
+    """The environment of a development service on a SQLite file, with a wrapped keyring."""
+    return {
+        **wrapping_env,
+        "DV_KEYS": keys,
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'vault.db'}",
+        "DV_ALLOW_HTTP_TOKEN_URLS": "1",
+        "DV_INSTANCE_PATH": str(tmp_path / "instance"),
+        "PROMETHEUS_MULTIPROC_DIR": str(service.metrics_dir(tmp_path)),
+    }
+
+
+def _first_delegation(tmp_path: Path, env: dict[str, str], oauth: TokenServer) -> str:
+    """Register an app and a service key, serve, take a callback and a token; the key."""
     cli(
         tmp_path, env, "apps", "add", "zendesk", "--vendor-app-id", VENDOR_APP_ID,
         "--client-id", "zc", "--token-url", oauth.url, stdin=f"{CLIENT_SECRET}\n{SIGNING_SECRET}\n",
     )  # fmt: skip
-    return cli(tmp_path, env, "keys", "create", "svc", "--app", "zendesk").strip()
+    key = cli(tmp_path, env, "keys", "create", "svc", "--app", "zendesk").strip()
+    with service.running(env, tmp_path) as svc:
+        _callback(svc.url)
+        assert _token(svc.url, key) == 200
+    return key
 
 
 def _callback(url: str) -> None:
