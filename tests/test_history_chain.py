@@ -4,7 +4,9 @@ SQL, on SQLite and PostgreSQL, make `delegations verify` exit 1 naming the first
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -15,10 +17,11 @@ from sqlalchemy import Engine, select, text
 from app.cli import cli
 from tests.builders import TENANT, TENANT_ID, delegation_body, lifecycle_body, register_app, signed
 from tests.support.clock import FrozenClock
-from vault import chain, migrate, verification
+from vault import apps, callbacks, chain, migrate, verification
 from vault.crypto import Keyring, new_key_entry, parse_keyring
 from vault.errors import KeyringError
 from vault.models import DelegationHistory, HistoryVerification
+from vault.payloads import Kind, parse_callback
 from vault.runtime import Runtime
 
 ENTRY = new_key_entry("test1")
@@ -297,3 +300,26 @@ def test_reencrypt_leaves_a_tampered_chain_as_it_is(
     assert moved.exit_code == 1 and "entry 2 was removed" in moved.output
     again = verify(keys=both)
     assert again.exit_code == 1 and "entry 2 was removed" in again.output
+
+
+def test_concurrent_callbacks_for_one_tenant_make_one_unbroken_chain(
+    runtime: Runtime, verify: Verify, clock: FrozenClock
+) -> None:
+    register_app(runtime)
+    with runtime.session() as session:
+        app_id = apps.get_app(session, "zendesk").id
+
+    def apply(n: int) -> str:
+        body = delegation_body(clock(), delegationUserId=f"user-{n:04d}-concurrent")
+        with runtime.session() as session:
+            cb = parse_callback(json.dumps(body).encode(), Kind.CONFIG)
+            return callbacks.apply(session, runtime.keyring, app_id, cb, clock())
+
+    with ThreadPoolExecutor(8) as pool:
+        outcomes = list(pool.map(apply, range(24)))
+    assert len(outcomes) == 24
+    with runtime.session() as session:
+        seqs = session.scalars(select(DelegationHistory.seq).order_by(DelegationHistory.id))
+        assert list(seqs) == list(range(1, 25))
+    result = verify()
+    assert result.exit_code == 0 and "verified 24 history entries in 1 chains" in result.stdout
