@@ -153,6 +153,11 @@ def test_pkcs11_entries_under_an_older_kek_open_while_it_exists(
     assert new.startswith("new:pkcs11:kek-2:")
     keys = data_keys(hsm.env("kek-2"), [new, old], monkeypatch)
     assert len(keys) == 2 and all(len(k) == 32 for k in keys) and keys[0] != keys[1]
+    status = service.run_cli(tmp_path, {**CLEAN, **hsm.env("kek-2"), "DV_KEYS": f"{new},{old}"},
+                             "crypto", "status")  # fmt: skip
+    assert status.returncode == 0, status.stderr
+    assert "keyring entry new: pkcs11, key-encryption key kek-2" in status.stderr
+    assert "keyring entry old: pkcs11, key-encryption key kek-1" in status.stderr
 
 
 def test_pkcs11_wrong_pin_missing_key_and_missing_token_stop_start_up_with_one_line(

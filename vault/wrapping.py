@@ -114,6 +114,11 @@ def _plain_key(entry: Entry) -> bytes:
         ) from None
 
 
+def describe(lines: Iterable[str]) -> list[tuple[str, str, str]]:
+    """(key id, wrapper or "plain", KEK) per entry, never key material: for ``crypto status``."""
+    return [(e.key_id, e.wrapper or "plain", e.kek or "-") for e in _entries(lines)]
+
+
 def new_entry(settings: Settings, kid: str | None = None) -> str:
     """A fresh keyring entry: wrapped under the current KEK when wrapping is on."""
     plain = new_key_entry(kid)

@@ -45,6 +45,11 @@ def crypto_status() -> None:
         macs = resealing.mac_key_counts(session)  # the history chain's MACs are keyed too
         counts += [("delegation_history", "mac", kid, rows) for kid, rows in macs.items()]
         primary, known = rt.keyring.primary_id, set(rt.keyring.key_ids)
+    for kid, wrapper, kek in wrapping.describe(keyring_entries(rt.settings)):
+        note(
+            f"keyring entry {kid}: {wrapper}"
+            + (f", key-encryption key {kek}" if kek != "-" else "")
+        )
     table(
         ["table", "column", "key id", "rows", "note"],
         [
