@@ -141,7 +141,12 @@ def test_pkcs11_new_key_serve_callback_token_restart_and_kek_rotation(
         assert _delegated_user(svc.url, key) == USER
     keys = data_keys(env, entries, monkeypatch)
     assert keys == data_keys(rotated_env, rewrapped, monkeypatch)
-    assert_nowhere(keys, ",".join(entries + rewrapped), svc.log, *sqlite_files(tmp_path))
+    logs = sorted(tmp_path.glob("service-*.log"))
+    assert (
+        len(logs) == 3
+        and "callback applied" in logs[0].read_text() + logs[1].read_text() + logs[2].read_text()
+    )
+    assert_nowhere(keys, ",".join(entries + rewrapped), *logs, *sqlite_files(tmp_path))
 
 
 def test_pkcs11_entries_under_an_older_kek_open_while_it_exists(
@@ -269,7 +274,9 @@ def test_aws_kms_new_key_serve_callback_restart_and_kek_rotation(
         assert _delegated_user(svc.url, key) == USER
     keys = data_keys(env, [entry], monkeypatch)
     assert keys == data_keys(rotated, rewrapped, monkeypatch)
-    assert_nowhere(keys, entry + rewrapped[0], svc.log, *sqlite_files(tmp_path))
+    logs = sorted(tmp_path.glob("service-*.log"))
+    assert "callback applied" in "".join(log.read_text() for log in logs)
+    assert_nowhere(keys, entry + rewrapped[0], *logs, *sqlite_files(tmp_path))
 
 
 def test_aws_kms_unreachable_stops_start_up_with_one_line(
