@@ -15,7 +15,15 @@ from flask.testing import FlaskClient
 from sqlalchemy import Engine, select, text
 
 from app.cli import cli
-from tests.builders import TENANT, TENANT_ID, delegation_body, lifecycle_body, register_app, signed
+from tests.builders import (
+    TENANT,
+    TENANT_ID,
+    create_key,
+    delegation_body,
+    lifecycle_body,
+    register_app,
+    signed,
+)
 from tests.support.clock import FrozenClock
 from vault import apps, callbacks, chain, migrate, verification
 from vault.crypto import Keyring, new_key_entry, parse_keyring
@@ -323,3 +331,28 @@ def test_concurrent_callbacks_for_one_tenant_make_one_unbroken_chain(
         assert list(seqs) == list(range(1, 25))
     result = verify()
     assert result.exit_code == 0 and "verified 24 history entries in 1 chains" in result.stdout
+
+
+def test_the_status_page_shows_the_last_verification_and_a_failure_first(
+    history: None, verify: Verify, engine: Engine, runtime: Runtime, client: FlaskClient
+) -> None:
+    operator = {"Authorization": f"Bearer {create_key(runtime, 'ops', role='operator')}"}
+    page = client.get("/status", headers=operator).get_data(as_text=True)
+    assert "Never verified" in page
+    assert verify().exit_code == 0
+    shown = client.get("/status.json", headers=operator).json
+    assert shown["history"]["ok"] is True and shown["history"]["entries"] == 7
+    assert "verified</span> 7 entries in 2 chains" in client.get(
+        "/status", headers=operator
+    ).get_data(as_text=True)
+    sql(engine, "DELETE FROM delegation_history WHERE id = :i", i=entry_id(engine, 5))
+    assert verify().exit_code == 1
+    shown = client.get("/status.json", headers=operator).json
+    assert shown["history"]["ok"] is False
+    first = shown["attention"][0]
+    assert (
+        first["level"] == "critical" and "entry 5 (the newest, of 5) was removed" in first["text"]
+    )
+    assert "entry 5 (the newest, of 5) was removed" in client.get(
+        "/status", headers=operator
+    ).get_data(as_text=True)

@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import Engine, func, or_, select
 from sqlalchemy.orm import Session
 
-from vault import rejections, rotation
+from vault import rejections, rotation, verification
 from vault.crypto import Keyring
 from vault.delegations import mask
 from vault.errors import KeyringError
@@ -58,6 +58,7 @@ def gather(
         "keyring": _keyring(session, keyring),
         "keys": _keys(session, now),
         "needs_attention": _tenants_needing_attention(session, keyring),
+        "history": verification.status(session),
     }
     return {"attention": attention(data, now), **data}
 
@@ -263,7 +264,7 @@ def _rows_per_key(session: Session) -> dict[str, int]:
 
 def attention(data: dict[str, Any], now: dt.datetime) -> list[dict[str, str]]:
     """What needs an operator, most urgent first; empty when all is well."""
-    items: list[dict[str, str]] = []
+    items: list[dict[str, str]] = verification.attention(data["history"])
     ring = data["keyring"]
     if ring["problem"]:
         items.append({"level": "critical", "text": f"Keyring: {ring['problem']}."})

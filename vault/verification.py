@@ -189,3 +189,15 @@ def status(session: Session) -> dict[str, object] | None:
         "chains": found.chains,
         "finding": found.finding,
     }
+
+
+def attention(found: dict[str, object] | None) -> list[dict[str, str]]:
+    """A critical item while the last verification failed (none when it passed or never ran)."""
+    if not found or found["ok"]:
+        return []
+    text = (
+        f"Delegation history failed verification ({found['scope']}): {found['finding']}. Someone "
+        "changed the database outside the service: find out who from its audit trail, then run "
+        "'delegation-vault delegations verify' again."
+    )
+    return [{"level": "critical", "text": text}]
