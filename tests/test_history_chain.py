@@ -37,6 +37,7 @@ OTHER_TENANT, OTHER_TENANT_ID = "acme", "0f9e7c4a-2b7d-4c55-9a1e-5e8f3c2d1b0a"
 CONFIG = "/api/v1/applications/zendesk/config"
 LIFECYCLE = "/api/v1/applications/zendesk/lifecycle"
 Verify = Callable[..., Result]
+BEFORE_CHAIN = "ops_notify_outbox"  # the revision the history chain's migration follows
 
 
 @pytest.fixture
@@ -272,10 +273,10 @@ def test_every_sealed_column_changes_the_mac() -> None:
 def test_the_migration_seals_history_written_before_it(
     history: None, verify: Verify, engine: Engine, keyring: Keyring
 ) -> None:
-    migrate.downgrade(engine, "0001")
+    migrate.downgrade(engine, BEFORE_CHAIN)
     with pytest.raises(KeyringError, match="needs the keyring"):
         migrate.upgrade(engine)  # history to seal and no keyring: nothing changes
-    assert migrate.current_revision(engine) == "0001"
+    assert migrate.current_revision(engine) == BEFORE_CHAIN
     migrate.upgrade(engine, keyring=keyring)
     result = verify()
     assert result.exit_code == 0 and "verified 7 history entries in 2 chains" in result.stdout

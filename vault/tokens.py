@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import hashlib
 import hmac
 import logging
@@ -22,7 +23,7 @@ from collections import OrderedDict
 from sqlalchemy import delete
 from sqlalchemy.orm import Session
 
-from vault import apps, circuit, delegations, metrics
+from vault import apps, circuit, delegations, metrics, token_health
 from vault.crypto import Keyring
 from vault.db import writing
 from vault.errors import (
@@ -208,7 +209,9 @@ class Tokens:
                 if waited:
                     metrics.SINGLE_FLIGHT_WAITS.inc()
                 return found, "cache"
-            return self._store(session, target, key, self._fetch(session, target)), "upstream"
+            fetch = functools.partial(self._fetch, session, target)
+            token = token_health.observe(session, self.rt.clock, target, fetch)
+            return self._store(session, target, key, token), "upstream"
 
     def _degraded(
         self, session: Session, target: Target, key: str, min_ttl: int, exc: UpstreamUnavailable
@@ -338,22 +341,16 @@ class Tokens:
             scope=target.scope,
         )
         where = host(request)
-        try:
-            circuit.admit(session, where, self.rt.clock())
-        except UpstreamUnavailable:
-            metrics.TOKEN_REQUESTS.labels("circuit_open", "upstream").inc()
-            raise
+        circuit.admit(session, where, self.rt.clock())
         current, previous = apps.client_secrets(self.rt.keyring, app)
         started = time.monotonic()
         try:
             token = self._try_secrets(request, current, previous)
         except UpstreamUnavailable as exc:
             circuit.failed(session, where, self.rt.clock(), exc.reason, counts=True)
-            metrics.TOKEN_REQUESTS.labels("upstream_unavailable", "upstream").inc()
             raise
         except UpstreamRejected as exc:
             circuit.failed(session, where, self.rt.clock(), exc.upstream_error, counts=False)
-            metrics.TOKEN_REQUESTS.labels("upstream_rejected", "upstream").inc()
             raise
         now = self.rt.clock()
         circuit.succeeded(session, where, now, (time.monotonic() - started) * 1000)
@@ -377,7 +374,6 @@ class Tokens:
             return self.upstream.fetch(request, previous, ttl, deadline)
 
     def _issued(self, target: Target, token: Cached, source: str) -> Issued:
-        metrics.TOKEN_REQUESTS.labels("ok", source).inc()
         return Issued(token, target.app.slug, target.tenant, target.tenant_id, source)
 
 

@@ -6,7 +6,7 @@ from collections import Counter
 
 import click
 
-from app.cli.common import fail, note, session_for, table
+from app.cli.common import fail, json_option, listing, note, session_for
 from vault import resealing, rotation, wrapping
 from vault.crypto import keyring_entries
 from vault.settings import Settings
@@ -38,7 +38,8 @@ def crypto_rewrap() -> None:
 
 
 @crypto_group.command("status")
-def crypto_status() -> None:
+@json_option
+def crypto_status(as_json: bool) -> None:
     """Rows per key id in every encrypted column."""
     with session_for() as (rt, session):
         counts = [(c.table, c.column, c.key_id, c.rows) for c in rotation.status(session)]
@@ -50,12 +51,13 @@ def crypto_status() -> None:
             f"keyring entry {kid}: {wrapper}"
             + (f", key-encryption key {kek}" if kek != "-" else "")
         )
-    table(
+    listing(
         ["table", "column", "key id", "rows", "note"],
         [
             (*c, "primary" if c[2] == primary else ("old key" if c[2] in known else "NOT IN KEYRING"))
             for c in counts
         ],
+        as_json,
     )  # fmt: skip
 
 
@@ -63,7 +65,7 @@ def crypto_status() -> None:
 @click.option("--batch", type=click.IntRange(1, 100_000), default=500, show_default=True)
 def crypto_reencrypt(batch: int) -> None:
     """Move every stored value to the primary key, in batches; run again to resume."""
-    with session_for() as (rt, session):
+    with session_for(write=True) as (rt, session):
         progress = rotation.reencrypt(session, rt.keyring, batch)
         chains = resealing.reseal(session, rt.keyring)
         used = rotation.rows_per_key(session) + Counter(resealing.mac_key_counts(session))

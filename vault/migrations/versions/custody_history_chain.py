@@ -1,7 +1,7 @@
 """delegation history MAC chain: seq, mac and mac_key_id on entries, the chain head on delegations
 
 Revision ID: history_chain
-Revises: 0001
+Revises: ops_notify_outbox
 Create Date: 2026-11-24
 
 Existing history is sealed here, oldest first, under the keyring's primary key: this needs the
@@ -20,7 +20,7 @@ from vault.models import HISTORY_MAC, DelegationHistory, UTCDateTime
 from vault.sealing import row_aad
 
 revision = "history_chain"
-down_revision = "0001"
+down_revision = "ops_notify_outbox"
 branch_labels = None
 depends_on = None
 
