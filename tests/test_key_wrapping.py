@@ -158,8 +158,10 @@ def test_pkcs11_entries_under_an_older_kek_open_while_it_exists(
     assert new.startswith("new:pkcs11:kek-2:")
     keys = data_keys(hsm.env("kek-2"), [new, old], monkeypatch)
     assert len(keys) == 2 and all(len(k) == 32 for k in keys) and keys[0] != keys[1]
-    status = service.run_cli(tmp_path, {**CLEAN, **hsm.env("kek-2"), "DV_KEYS": f"{new},{old}"},
-                             "crypto", "status")  # fmt: skip
+    both = {**hsm.env("kek-2"), "DV_KEYS": f"{new},{old}",
+            "DATABASE_URL": f"sqlite:///{tmp_path / 'vault.db'}"}  # fmt: skip
+    cli(tmp_path, both, "db", "upgrade")
+    status = service.run_cli(tmp_path, {**CLEAN, **both}, "crypto", "status")
     assert status.returncode == 0, status.stderr
     assert "keyring entry new: pkcs11, key-encryption key kek-2" in status.stderr
     assert "keyring entry old: pkcs11, key-encryption key kek-1" in status.stderr
@@ -233,7 +235,7 @@ def test_production_with_wrapping_on_refuses_plain_entries(
 def test_wrapped_entries_need_wrapping_on(tmp_path: Path, hsm: softhsm.SoftHSM) -> None:
     entry = cli(tmp_path, hsm.env(), "crypto", "new-key", "--key-id", "w1").strip()
     env = {"DV_KEYS": entry, "DATABASE_URL": f"sqlite:///{tmp_path / 'vault.db'}"}
-    line = refused(tmp_path, env, "crypto", "status")
+    line = refused(tmp_path, env, "db", "upgrade")
     assert "keyring entry 1 (w1) is wrapped by pkcs11, but DV_KEY_WRAPPING is none" in line
 
 
