@@ -11,6 +11,7 @@ from typing import Any
 
 from gunicorn.app.base import BaseApplication
 
+from vault.crypto import Keyring
 from vault.settings import Settings
 
 
@@ -30,8 +31,11 @@ def _child_exit(_server: Any, worker: Any) -> None:
 
 
 class Server(BaseApplication):  # type: ignore[misc]
-    def __init__(self, settings: Settings, options: dict[str, Any]) -> None:
+    def __init__(
+        self, settings: Settings, options: dict[str, Any], keyring: Keyring | None = None
+    ) -> None:
         self.settings = settings
+        self.keyring = keyring
         self.options = options
         super().__init__()
 
@@ -43,8 +47,11 @@ class Server(BaseApplication):  # type: ignore[misc]
         # Each worker builds its own app after the fork: no database connection is shared.
         from app import create_app
         from app.proxy import ForwardedFor
+        from vault.runtime import Runtime
 
-        return ForwardedFor(create_app(self.settings), self.options["forwarded_allow_ips"])
+        # The keyring comes unwrapped from before the fork: no worker asks the HSM or KMS.
+        runtime = Runtime.build(self.settings, keyring=self.keyring)
+        return ForwardedFor(create_app(runtime=runtime), self.options["forwarded_allow_ips"])
 
 
 def _when_ready(arbiter: Any) -> None:
@@ -53,7 +60,9 @@ def _when_ready(arbiter: Any) -> None:
         print(f"delegation-vault: listening on {listener}", file=sys.stderr, flush=True)
 
 
-def run(settings: Settings, *, bind: str, workers: int, threads: int) -> None:
+def run(
+    settings: Settings, *, bind: str, workers: int, threads: int, keyring: Keyring | None = None
+) -> None:
     _metrics_dir()
     options = {
         "bind": bind,
@@ -71,4 +80,4 @@ def run(settings: Settings, *, bind: str, workers: int, threads: int) -> None:
         "proc_name": "delegation-vault",
         "forwarded_allow_ips": os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1"),
     }
-    Server(settings, options).run()
+    Server(settings, options, keyring).run()

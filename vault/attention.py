@@ -11,6 +11,8 @@ import datetime as dt
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from vault import verification
+
 if TYPE_CHECKING:
     from vault.status_parts import FailingTenant, Sections
 
@@ -147,8 +149,12 @@ def _blocked(s: Sections, _now: dt.datetime) -> list[Item]:
     return listed
 
 
+def _history(s: Sections, _now: dt.datetime) -> list[Item]:
+    return [Item(found["level"], found["text"]) for found in verification.attention(s.history)]
+
+
 RULES: tuple[Rule, ...] = (
-    _keyring_problem, _unknown_key_ids, _failing_tenants, _circuits, _old_keys, _rejections,
+    _history, _keyring_problem, _unknown_key_ids, _failing_tenants, _circuits, _old_keys, _rejections,
     _expiring_keys, _blocked,
 )  # fmt: skip
 

@@ -11,7 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from vault import apps, metrics, rejections, signatures
+from vault import apps, chain, metrics, rejections, signatures
 from vault.crypto import Keyring
 from vault.db import writing
 from vault.delegations import delegated_user, evict_tokens
@@ -171,6 +171,7 @@ def _new_row(
         updated_at=now,
         last_callback_at=now,
         last_callback_result="",
+        history_seq=0,
     )
     session.add(row)
     session.flush()
@@ -201,8 +202,10 @@ def _record(
         recorded_at=now,
     )
     new_user = cb.delegation_user_id if outcome is not Outcome.STALE else None
-    for column, value in (("old_user", old_user), ("new_user", new_user), ("actor", cb.actor)):
+    plain = {"old_user": old_user, "new_user": new_user, "actor": cb.actor}
+    for column, value in plain.items():
         if value:
             setattr(entry, column, keyring.encrypt(value, row_aad(entry, column)))
+    chain.seal(keyring, row, entry, plain)
     session.add(entry)
     return outcome

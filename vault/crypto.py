@@ -158,13 +158,21 @@ def parse_keyring(entries: Iterable[str]) -> Keyring:
 
 
 def load_keyring(settings: Settings, *, create: bool = False) -> Keyring:
-    """DV_KEYS, else DV_KEYS_FILE, else (development only) instance/vault.key."""
+    """DV_KEYS, else DV_KEYS_FILE, else (development only) instance/vault.key; wrapped data keys
+    are unwrapped here, once (vault/wrapping.py)."""
+    from vault import wrapping  # it imports this module
+
+    return parse_keyring(wrapping.open_entries(settings, keyring_entries(settings, create=create)))
+
+
+def keyring_entries(settings: Settings, *, create: bool = False) -> list[str]:
+    """The configured keyring's entries as written (wrapped ones still wrapped)."""
     if settings.keys:
-        return parse_keyring(settings.keys.split(","))
+        return settings.keys.split(",")
     if settings.keys_file:
         path = Path(settings.keys_file)
         try:
-            return parse_keyring(path.read_text().splitlines())
+            return path.read_text().splitlines()
         except OSError as exc:
             raise KeyringError(f"cannot read DV_KEYS_FILE {path}: {exc.strerror}") from None
     if settings.production:
@@ -177,15 +185,18 @@ def load_keyring(settings: Settings, *, create: bool = False) -> Keyring:
             raise KeyringError(
                 f"no keyring: {path} does not exist yet (run 'delegation-vault serve')"
             )
-        _write_new_key_file(path)
-    return parse_keyring(path.read_text().splitlines())
+        _write_new_key_file(settings, path)
+    return path.read_text().splitlines()
 
 
-def _write_new_key_file(path: Path) -> None:
+def _write_new_key_file(settings: Settings, path: Path) -> None:
+    from vault import wrapping  # it imports this module
+
+    entry = wrapping.new_entry(settings, "dev1")  # wrapped when wrapping is on
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as handle:
-        handle.write(new_key_entry("dev1") + "\n")
+        handle.write(entry + "\n")
     print(
         f"delegation-vault: generated a development keyring in {path} (mode 0600); "
         "back it up: without it the stored secrets cannot be read",

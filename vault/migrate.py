@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine
+
+if TYPE_CHECKING:
+    from vault.crypto import Keyring
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -28,12 +32,24 @@ def current_revision(engine: Engine) -> str | None:
         return MigrationContext.configure(connection).get_current_revision()
 
 
-def upgrade(engine: Engine, revision: str = "head") -> None:
-    """Bring the schema to ``revision`` in one transaction."""
+def upgrade(engine: Engine, revision: str = "head", keyring: Keyring | None = None) -> None:
+    """Bring the schema to ``revision`` in one transaction.
+
+    ``keyring`` is needed by migrations that seal stored data (the history chain).
+    """
     config = _config()
     with engine.begin() as connection:
         config.attributes["connection"] = connection
+        config.attributes["keyring"] = keyring
         command.upgrade(config, revision)
+
+
+def downgrade(engine: Engine, revision: str) -> None:
+    """Take the schema back to ``revision`` (a developer tool; tests of data migrations use it)."""
+    config = _config()
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.downgrade(config, revision)
 
 
 def revise(engine: Engine, message: str) -> None:

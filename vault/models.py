@@ -21,6 +21,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 CIPHERTEXT = "ciphertext: AES-256-GCM, dv1:<key id>:<nonce+sealed>, bound to this row"
+HISTORY_MAC = "HMAC-SHA256 (hex) chaining history entries; key derived from a keyring key"
 
 
 class UTCDateTime(types.TypeDecorator[dt.datetime]):
@@ -109,13 +110,19 @@ class Delegation(Base):
     updated_at: Mapped[dt.datetime]
     last_callback_at: Mapped[dt.datetime]
     last_callback_result: Mapped[str] = mapped_column(String(32))
+    # The head of the history's MAC chain (vault/chain.py): the newest entry's seq and MAC.
+    history_seq: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    history_mac: Mapped[str | None] = mapped_column(String(64), comment=HISTORY_MAC)
 
 
 class DelegationHistory(Base):
     """Append-only: every callback that reached the apply step, with its outcome."""
 
     __tablename__ = "delegation_history"
-    __table_args__ = (Index("ix_history_app_tenant", "app_id", "tenant_id", "id"),)
+    __table_args__ = (
+        Index("ix_history_app_tenant", "app_id", "tenant_id", "id"),
+        UniqueConstraint("app_id", "tenant_id", "seq", name="uq_history_chain_seq"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     app_id: Mapped[int] = mapped_column(ForeignKey("apps.id", ondelete="CASCADE"))
@@ -131,6 +138,23 @@ class DelegationHistory(Base):
     actor: Mapped[str | None] = mapped_column(Text, comment=CIPHERTEXT + " (userId, userEmail)")
     vendor_timestamp: Mapped[dt.datetime]
     recorded_at: Mapped[dt.datetime]
+    # Position in the app and tenant's chain (1 = first), the MAC and the id of its key.
+    seq: Mapped[int] = mapped_column(Integer)
+    mac: Mapped[str] = mapped_column(String(64), comment=HISTORY_MAC)
+    mac_key_id: Mapped[str] = mapped_column(String(32))
+
+
+class HistoryVerification(Base):
+    """The last result of verifying the history's MAC chains, per scope (all, app, app/tenant)."""
+
+    __tablename__ = "history_verifications"
+
+    scope: Mapped[str] = mapped_column(String(200), primary_key=True)
+    verified_at: Mapped[dt.datetime]
+    ok: Mapped[bool]
+    entries: Mapped[int] = mapped_column(Integer)
+    chains: Mapped[int] = mapped_column(Integer)
+    finding: Mapped[str | None] = mapped_column(Text)
 
 
 class ProcessedRequest(Base):

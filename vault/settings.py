@@ -9,6 +9,7 @@ import os
 import sys
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
@@ -87,7 +88,37 @@ def normalise_database_url(url: str) -> str:
     return url
 
 
-def _notify(environ: Mapping[str, str], production: bool) -> dict[str, str | None]:
+WRAPPING_NEEDS = {
+    "none": (),
+    "pkcs11": ("DV_PKCS11_MODULE", "DV_PKCS11_TOKEN", "DV_PKCS11_KEY"),
+    "aws-kms": ("DV_KMS_KEY_ID",),
+}
+
+
+def _key_wrapping(environ: Mapping[str, str]) -> dict[str, Any]:
+    """DV_KEY_WRAPPING and what the chosen wrapper needs (see vault/wrapping.py)."""
+    mode = environ.get("DV_KEY_WRAPPING", "").strip() or "none"
+    if mode not in WRAPPING_NEEDS:
+        raise ConfigError("DV_KEY_WRAPPING must be 'none', 'pkcs11' or 'aws-kms'")
+    missing = [name for name in WRAPPING_NEEDS[mode] if not environ.get(name, "").strip()]
+    if mode == "pkcs11" and not (environ.get("DV_PKCS11_PIN") or environ.get("DV_PKCS11_PIN_FILE")):
+        missing.append("DV_PKCS11_PIN or DV_PKCS11_PIN_FILE")
+    if missing:
+        raise ConfigError(f"DV_KEY_WRAPPING={mode} needs {', '.join(missing)}")
+    found = {
+        name.lower()[3:]: environ.get(name, "").strip() or None
+        for name in (
+            "DV_PKCS11_MODULE",
+            "DV_PKCS11_TOKEN",
+            "DV_PKCS11_KEY",
+            "DV_PKCS11_PIN_FILE",
+            "DV_KMS_KEY_ID",
+        )
+    }
+    return {"key_wrapping": mode, "pkcs11_pin": environ.get("DV_PKCS11_PIN") or None, **found}
+
+
+def _notify(environ: Mapping[str, str], production: bool) -> dict[str, Any]:
     """DV_NOTIFY_URL and its Standard Webhooks secret (whsec_ + base64 of 24 to 64 bytes)."""
     url = environ.get("DV_NOTIFY_URL", "").strip() or None
     secret = environ.get("DV_NOTIFY_SECRET", "").strip() or None
@@ -124,13 +155,21 @@ class Settings:
     allow_http_token_urls: bool = False
     metrics_public: bool = False
     log_format: str = "text"
+    key_wrapping: str = "none"
+    pkcs11_module: str | None = None
+    pkcs11_token: str | None = None
+    pkcs11_key: str | None = None
+    pkcs11_pin: str | None = dataclasses.field(default=None, repr=False)
+    pkcs11_pin_file: str | None = None
+    kms_key_id: str | None = None
     notify_url: str | None = None  # a secret itself (a Slack webhook URL is): never logged
     notify_secret: str | None = None
 
-    def __repr__(self) -> str:  # never print the notification URL or secret
+    def __repr__(self) -> str:  # never print the notification URL or secret, or the PIN
         shown = dataclasses.replace(
             self, notify_url="(set)" if self.notify_url else None,
             notify_secret="(set)" if self.notify_secret else None,
+            pkcs11_pin="(set)" if self.pkcs11_pin else None,
         )  # fmt: skip
         return (
             "Settings("
@@ -175,6 +214,7 @@ class Settings:
             allow_http_token_urls=allow_http,
             metrics_public=_flag(env, "DV_METRICS_PUBLIC"),
             log_format=log_format,
+            **_key_wrapping(env),
             **_notify(env, production),
         )
 

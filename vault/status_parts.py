@@ -6,6 +6,7 @@ import dataclasses
 import datetime as dt
 import time
 import weakref
+from typing import Any
 
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
@@ -194,6 +195,7 @@ class Sections:
     keyring: KeyringView
     keys: tuple[KeyRow, ...]
     needs_attention: Blocked
+    history: dict[str, Any] | None = None  # the last history verification (vault/verification.py)
 
 
 def cached_entries(session: Session, now: dt.datetime) -> tuple[int, tuple[CachedEntry, ...]]:

@@ -82,7 +82,7 @@ def _prepare(runtime: Runtime, write: bool) -> None:
         raise OperationalError(problem)
     if problem:
         fresh = migrate.current_revision(runtime.engine) is None
-        migrate.upgrade(runtime.engine)
+        migrate.upgrade(runtime.engine, keyring=runtime.keyring)
         note(f"{'created' if fresh else 'upgraded'} the database ({_where(settings)})")
     if write:
         ensure_key_check(runtime)

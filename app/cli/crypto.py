@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import click
 
 from app.cli.common import fail, json_option, listing, note, session_for
-from vault import rotation
-from vault.crypto import new_key_entry
+from vault import resealing, rotation, wrapping
+from vault.crypto import keyring_entries
+from vault.settings import Settings
 
 
 @click.group("crypto")
@@ -17,8 +20,21 @@ def crypto_group() -> None:
 @crypto_group.command("new-key")
 @click.option("--key-id", default=None, help="default: k<random hex>")
 def crypto_new_key(key_id: str | None) -> None:
-    """Print a fresh keyring entry (kid:base64); put it first in DV_KEYS to make it primary."""
-    click.echo(new_key_entry(key_id))
+    """Print a fresh keyring entry, wrapped when DV_KEY_WRAPPING is on; put it first to make it primary."""
+    click.echo(wrapping.new_entry(Settings.from_env(), key_id))
+
+
+@crypto_group.command("rewrap")
+def crypto_rewrap() -> None:
+    """Print every keyring entry wrapped under the current key-encryption key (rows are untouched)."""
+    settings = Settings.from_env()
+    entries = wrapping.rewrap(settings, keyring_entries(settings))
+    note(
+        f"{len(entries)} entries wrapped under {settings.key_wrapping} key-encryption key "
+        f"{wrapping.WRAPPERS[settings.key_wrapping].current(settings)!r}; replace the keyring with them"
+    )
+    for entry in entries:
+        click.echo(entry)
 
 
 @crypto_group.command("status")
@@ -26,13 +42,19 @@ def crypto_new_key(key_id: str | None) -> None:
 def crypto_status(as_json: bool) -> None:
     """Rows per key id in every encrypted column."""
     with session_for() as (rt, session):
-        counts = rotation.status(session)
+        counts = [(c.table, c.column, c.key_id, c.rows) for c in rotation.status(session)]
+        macs = resealing.mac_key_counts(session)  # the history chain's MACs are keyed too
+        counts += [("delegation_history", "mac", kid, rows) for kid, rows in macs.items()]
         primary, known = rt.keyring.primary_id, set(rt.keyring.key_ids)
+    for kid, wrapper, kek in wrapping.describe(keyring_entries(rt.settings)):
+        note(
+            f"keyring entry {kid}: {wrapper}"
+            + (f", key-encryption key {kek}" if kek != "-" else "")
+        )
     listing(
         ["table", "column", "key id", "rows", "note"],
         [
-            (c.table, c.column, c.key_id, c.rows,
-             "primary" if c.key_id == primary else ("old key" if c.key_id in known else "NOT IN KEYRING"))
+            (*c, "primary" if c[2] == primary else ("old key" if c[2] in known else "NOT IN KEYRING"))
             for c in counts
         ],
         as_json,
@@ -45,11 +67,16 @@ def crypto_reencrypt(batch: int) -> None:
     """Move every stored value to the primary key, in batches; run again to resume."""
     with session_for(write=True) as (rt, session):
         progress = rotation.reencrypt(session, rt.keyring, batch)
-        left = {
-            k: n for k, n in rotation.rows_per_key(session).items() if k != rt.keyring.primary_id
-        }
+        chains = resealing.reseal(session, rt.keyring)
+        used = rotation.rows_per_key(session) + Counter(resealing.mac_key_counts(session))
+        left = {k: n for k, n in used.items() if k != rt.keyring.primary_id}
     note(
-        f"moved {progress.moved} values to key {rt.keyring.primary_id!r} ({progress.skipped} changed meanwhile)"
+        f"moved {progress.moved} values to key {rt.keyring.primary_id!r} ({progress.skipped} changed meanwhile); "
+        f"re-sealed {chains.chains} history chains"
     )
+    if chains.refused:
+        fail(
+            f"history that does not verify was left as it is: {chains.refused[0]} ('delegations verify')"
+        )
     if left:
         fail(f"values remain under other keys: {left}; run again")

@@ -6,6 +6,7 @@ import click
 
 from app.cli.common import note
 from vault import migrate
+from vault.crypto import Keyring, load_keyring
 from vault.db import make_engine
 from vault.settings import Settings
 
@@ -22,7 +23,15 @@ def db_upgrade() -> None:
     engine = make_engine(settings.database_url)
     try:
         before = migrate.current_revision(engine)
-        migrate.upgrade(engine)
+        migrate.upgrade(engine, keyring=_keyring(settings))
         note(f"schema at {migrate.current_revision(engine)} (was {before or 'empty'})")
     finally:
         engine.dispose()
+
+
+def _keyring(settings: Settings) -> Keyring | None:
+    """The keyring when one is configured: migrations that seal stored data need it."""
+    dev_key = not settings.production and (settings.instance_path / "vault.key").exists()
+    if settings.keys or settings.keys_file or dev_key:
+        return load_keyring(settings)
+    return None  # a migration that needs it says so; one with nothing to seal does not

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from app.cli.common import NON_EMPTY, fail, json_option, listing, session_for, when
-from vault import apps, delegations
+from vault import apps, delegations, verification
 
 
 @click.group("delegations")
@@ -56,4 +56,18 @@ def delegations_history(slug: str, tenant: str, as_json: bool) -> None:
     ]
     listing(
         ["recorded", "request id", "event", "outcome", "state", "delegated user"], arrows, False
+    )
+
+
+@delegations_group.command("verify")
+@click.argument("slug", required=False)
+@click.argument("tenant", required=False)
+def delegations_verify(slug: str | None, tenant: str | None) -> None:
+    """Check the history's MAC chains; name the first entry altered, removed, inserted or reordered."""
+    with session_for() as (rt, session):
+        result = verification.verify_and_record(session, rt.keyring, rt.clock(), slug, tenant)
+    if result.finding:
+        fail(f"history verification failed: {result.finding}")
+    click.echo(
+        f"verified {result.entries} history entries in {result.chains} chains ({result.scope})"
     )

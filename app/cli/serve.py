@@ -38,7 +38,8 @@ def serve(bind: str | None, workers: int | None, threads: int) -> None:
     host = everywhere if settings.production else "127.0.0.1"
     bind = bind or f"{host}:{settings.port}"
     workers = workers or int(os.environ.get("WEB_CONCURRENCY", "2"))
-    server.run(settings, bind=bind, workers=workers, threads=threads)
+    # Workers take the keyring unwrapped here: an HSM or KMS is asked once, before the fork.
+    server.run(settings, bind=bind, workers=workers, threads=threads, keyring=runtime.keyring)
 
 
 def _check_key_ids(runtime: Runtime) -> None:

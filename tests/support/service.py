@@ -92,3 +92,13 @@ def metrics_dir(folder: Path) -> Path:
     path = folder / "metrics"
     path.mkdir(exist_ok=True)
     return path
+
+
+def run_cli(
+    workdir: Path, env: dict[str, str], *args: str, stdin: str = ""
+) -> subprocess.CompletedProcess[str]:
+    """One ``delegation-vault`` command as its own process, with ``env`` over the environment."""
+    return subprocess.run(
+        [*command(), *args], input=stdin, capture_output=True, text=True,
+        cwd=workdir, env={**os.environ, **env}, timeout=120, check=False,
+    )  # fmt: skip
