@@ -31,7 +31,7 @@ def token() -> tuple[dict[str, Any], int, dict[str, str]]:
     caller = service_caller()
     query = tokens.TokenQuery(**_token_fields())
     note(app=query.app, tenant=query.tenant)
-    issued = tokens.for_runtime(runtime()).issue(session(), caller, query, snapshot())
+    issued = tokens.issue(runtime(), session(), caller, query, snapshot())
     now = runtime().clock()
     body = {
         "access_token": issued.token.access_token,

@@ -178,3 +178,18 @@ def test_a_key_refused_as_unknown_is_accepted_once_another_process_stores_it(
             )
         )  # fmt: skip
     assert ask(client, presented).status_code == 404  # known now; no delegation stored
+
+
+def test_the_memo_shares_only_frozen_values_between_threads(
+    client: FlaskClient, runtime: Runtime, key: str, delegated: None
+) -> None:
+    import dataclasses
+
+    for _ in range(3):  # the first request reads and remembers, the others reuse
+        assert ask(client, key).status_code == 200
+    memo = runtime.reads._memo
+    if runtime.engine.dialect.name == "sqlite" or memo:
+        assert {name for name, *_ in memo} == {"service_key", "delegation", "token"}
+    for value in memo.values():
+        frozen = dataclasses.is_dataclass(value) and type(value).__dataclass_params__.frozen  # type: ignore[attr-defined]
+        assert frozen, f"{type(value).__name__} in the memo can be changed by one thread under another"

@@ -50,16 +50,15 @@ def test_twenty_threads_on_one_key_make_one_upstream_call(
     assert oauth.calls == 1
 
 
+@pytest.mark.settings(upstream_max_attempts=1)
 @pytest.mark.parametrize(
     ("reply", "status"),
     [(Reply(503, {}, delay=0.3), 503), (Reply(400, {"error": "invalid_grant"}, delay=0.3), 502)],
     ids=["unavailable", "rejected"],
 )
 def test_a_burst_against_a_failing_endpoint_makes_one_call_and_shares_its_error(
-    app: Flask, runtime: Runtime, key: str, oauth: TokenServer, delegated: None,
-    reply: Reply, status: int,
-) -> None:  # fmt: skip
-    runtime.settings = runtime.settings.replace(upstream_max_attempts=1)
+    app: Flask, key: str, oauth: TokenServer, delegated: None, reply: Reply, status: int
+) -> None:
     oauth.default = reply
     barrier = threading.Barrier(10)
 
@@ -89,14 +88,13 @@ def shared(
     settings = Settings(
         database_url=database_url, instance_path=tmp_path / "instance", allow_http_token_urls=True
     )
-    runtime = Runtime.build(settings, keyring=parse_keyring([entry]))
-    ensure_key_check(runtime)
-    register_app(runtime, token_url=oauth.url, scope="seismic.library.view", allowed_scopes=SCOPES)
-    key = create_key(runtime, "svc")
-    runtime.clock = clock
     import datetime as dt
 
     clock.set(dt.datetime.now(dt.UTC))
+    runtime = Runtime.build(settings, keyring=parse_keyring([entry]), clock=clock)
+    ensure_key_check(runtime)
+    register_app(runtime, token_url=oauth.url, scope="seismic.library.view", allowed_scopes=SCOPES)
+    key = create_key(runtime, "svc")
     deliver(create_app(runtime=runtime).test_client(), delegation_body(clock()))
     runtime.close()
     env = {

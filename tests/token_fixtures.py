@@ -27,7 +27,6 @@ def oauth() -> Iterator[TokenServer]:
 
 @pytest.fixture
 def zendesk(runtime: Runtime, oauth: TokenServer) -> None:
-    runtime.settings = runtime.settings.replace(upstream_timeout=1.0)
     register_app(runtime, token_url=oauth.url, scope="seismic.library.view", allowed_scopes=SCOPES)
 
 

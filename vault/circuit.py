@@ -17,7 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from vault import metrics
-from vault.db import writing
+from vault.db import reading, writing
 from vault.errors import UpstreamUnavailable
 from vault.models import UpstreamHealth
 
@@ -29,10 +29,9 @@ LATENCIES_KEPT = 20
 
 def admit(session: Session, host: str, now: dt.datetime) -> None:
     """Let a call through, or raise UpstreamUnavailable while the circuit is open."""
-    session.rollback()
-    health = session.get(UpstreamHealth, host, populate_existing=True)
-    until = health.circuit_open_until if health else None
-    session.rollback()
+    with reading(session):
+        health = session.get(UpstreamHealth, host, populate_existing=True)
+        until = health.circuit_open_until if health else None
     metrics.CIRCUIT_OPEN.labels(host).set(1 if until is not None and until > now else 0)
     if until is None:
         return
@@ -81,15 +80,16 @@ def failed(session: Session, host: str, now: dt.datetime, code: str, *, counts: 
 
 
 def _record(session: Session, host: str, change: Callable[[UpstreamHealth], None]) -> None:
-    session.rollback()
     for _attempt in range(2):
         try:
             with writing(session):
-                health = session.get(UpstreamHealth, host, with_for_update=True)
+                health = session.get(
+                    UpstreamHealth, host, with_for_update=True, populate_existing=True
+                )
                 if health is None:
                     health = UpstreamHealth(host=host, consecutive_failures=0, latencies_ms=[])
                     session.add(health)
                 change(health)
             return
         except IntegrityError:  # two first-ever records for a host at once: the loser retries
-            session.rollback()
+            continue

@@ -117,6 +117,14 @@ def write_lock(engine: Engine) -> contextlib.AbstractContextManager[object]:
 
 
 @contextlib.contextmanager
+def reading(session: Session) -> Iterator[Session]:
+    """One read transaction, ended on exit: none idles while the caller waits on a lock or the
+    network. What was read stays loaded (the session does not expire on commit)."""
+    with session.begin():
+        yield session
+
+
+@contextlib.contextmanager
 def writing(session: Session) -> Iterator[Session]:
     """One write transaction: committed on exit, rolled back on error."""
     bind = session.get_bind()
