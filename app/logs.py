@@ -28,7 +28,7 @@ def _fields(record: logging.LogRecord) -> dict[str, object]:
 
 
 class JsonFormatter(logging.Formatter):
-    converter = time.gmtime  # the "Z" below says UTC, whatever the machine's zone
+    converter = staticmethod(time.gmtime)  # the "Z" below says UTC, whatever the machine's zone
 
     def format(self, record: logging.LogRecord) -> str:
         line = {

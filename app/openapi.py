@@ -169,7 +169,7 @@ TOKEN_REPLY = {
     },
 }
 OPERATOR_401 = _reply("No operator key", _error("unauthorized"), WWW_AUTH)
-OPERATOR = [{"operatorBasic": []}, {"operatorBearer": []}]
+OPERATOR: list[dict[str, list[str]]] = [{"operatorBasic": []}, {"operatorBearer": []}]
 
 
 @cache
