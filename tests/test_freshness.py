@@ -192,4 +192,6 @@ def test_the_memo_shares_only_frozen_values_between_threads(
         assert {name for name, *_ in memo} == {"service_key", "delegation", "token"}
     for value in memo.values():
         frozen = dataclasses.is_dataclass(value) and type(value).__dataclass_params__.frozen  # type: ignore[attr-defined]
-        assert frozen, f"{type(value).__name__} in the memo can be changed by one thread under another"
+        assert frozen, (
+            f"{type(value).__name__} in the memo can be changed by one thread under another"
+        )

@@ -42,15 +42,17 @@ def test_the_shared_cache_serves_a_new_process_without_an_upstream_call(
 
 
 def test_refresh_margin_is_capped_at_half_the_lifetime(
-    client: FlaskClient, key: str, oauth: TokenServer, clock: FrozenClock
+    client: FlaskClient, runtime: Runtime, key: str, oauth: TokenServer, clock: FrozenClock
 ) -> None:
     oauth.default = Reply(expires_in=400)  # margin 300 > 400/2: refresh once 200 s are left
     first = ask(client, key, min_ttl=0).json["access_token"]
-    clock.advance(199)
+    clock.advance(199)  # 201 s left: inside a 300 s margin, not inside 200 s
     assert ask(client, key, min_ttl=0).json["access_token"] == first
-    clock.advance(2)
-    assert ask(client, key, min_ttl=0).json["source"] == "upstream"
-    assert oauth.calls == 2
+    assert runtime.background.idle(10) and oauth.calls == 1
+    clock.advance(22)  # 179 s left: inside the capped margin, whatever the jitter (up to 10 %)
+    assert ask(client, key, min_ttl=0).json["access_token"] == first  # served; refresh begins
+    assert runtime.background.idle(10) and oauth.calls == 2
+    assert ask(client, key, min_ttl=0).json["access_token"] != first
 
 
 def test_default_margin_and_min_ttl_decide_freshness(
@@ -320,14 +322,16 @@ def test_a_cached_token_the_keyring_cannot_open_is_a_miss_not_an_error(
 
 
 def test_while_the_upstream_is_down_a_token_inside_its_margin_serves_until_min_ttl(
-    client: FlaskClient, key: str, oauth: TokenServer, clock: FrozenClock
+    client: FlaskClient, runtime: Runtime, key: str, oauth: TokenServer, clock: FrozenClock
 ) -> None:
     token = ask(client, key).json["access_token"]
     oauth.default = Reply(503, {})
     clock.advance(3600 - 200)  # inside the 300 s refresh margin, above the 60 s min_ttl
     degraded = ask(client, key)
     assert (degraded.status_code, degraded.json["access_token"]) == (200, token)
+    assert runtime.background.idle(30)
     assert degraded.json["source"] == "cache" and oauth.calls == 1 + 3  # it did try to refresh
+    assert ask(client, key).json["access_token"] == token  # no second try at once
     clock.advance(150)  # 50 s left: below min_ttl
     assert ask(client, key).status_code == 503
 

@@ -16,18 +16,27 @@ import logging
 import threading
 from collections import OrderedDict
 
-from sqlalchemy import delete
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.sql import ColumnElement
 
 from vault import metrics
 from vault.crypto import Keyring, context
 from vault.db import reading, writing
-from vault.errors import DecryptionError
+from vault.errors import DecryptionError, InvalidScope
 from vault.freshness import UNCACHED, Snapshot
 from vault.models import CachedToken
 
 LOCAL_ENTRIES = 10_000
 AS_GOOD_AS_NEW = 10  # seconds
+EVICT_EVERY = dt.timedelta(seconds=10)  # at most one stale_token eviction per key in this time
+# Distinct scope sets cached at once for one app and tenant. An app that allows n scopes allows
+# 2**n - 1 sets, and one that allows any scope ('*') allows without end: this bounds the rows
+# (and upstream calls) one service key can cause, far above what integrations ask for.
+SCOPE_SETS = 32
+SWEEP_BATCH = 500  # expired rows deleted per statement; a sweep repeats while batches are full
+SWEEP_BATCHES = 20
+SWEEP_EVERY = dt.timedelta(seconds=60)  # between sweeps started by one process
 log = logging.getLogger("delegation_vault.tokens")
 
 
@@ -57,11 +66,12 @@ class Cached:
         per request (which would soon meet a rate limit and open the circuit for everyone).
         """
         lifetime = (self.expires_at - self.obtained_at).total_seconds()
-        return self.left(now) > min(min_ttl, lifetime - AS_GOOD_AS_NEW)
+        as_new = lifetime - min(AS_GOOD_AS_NEW, lifetime / 2)
+        return self.left(now) > max(0.0, min(min_ttl, as_new))
 
-    def fresh_for(self, now: dt.datetime, min_ttl: int, margin: int) -> bool:
-        """Meets ``min_ttl`` and is not yet inside its refresh margin."""
-        return self.meets(now, min_ttl) and self.left(now) > self.margin(margin)
+    def due(self, now: dt.datetime, margin: int, spread: float = 0.0) -> bool:
+        """Inside its refresh margin; ``spread`` in [0, 1) moves the start up to a tenth later."""
+        return self.left(now) <= self.margin(margin) * (1 - spread / 10)
 
     def same(self, presented: str | None) -> bool:
         """Whether ``presented`` is this token (constant time)."""
@@ -118,6 +128,7 @@ class TokenCache:
         self.size = size
         self._items: OrderedDict[str, Cached] = OrderedDict()
         self._lock = threading.Lock()
+        self._next_sweep: dt.datetime | None = None
 
     def get(
         self, session: Session, keyring: Keyring, key: str, snapshot: Snapshot = UNCACHED
@@ -127,7 +138,7 @@ class TokenCache:
         A row the keyring cannot open is a miss (it is overwritten when the token is fetched).
         """
         row = snapshot.get(("token", key), lambda: _read(session, key))
-        if row is None:
+        if row is None or not row.sealed:  # no row, or one whose token was reported rejected
             self._drop(key)
             return None
         found = self.local(key)
@@ -151,6 +162,7 @@ class TokenCache:
         key = slot.key
         sealed = keyring.encrypt(token.access_token, _aad(slot.app_id, key))
         with writing(session):
+            # evicted_at is not set here, so merging keeps the stored one (the eviction limit).
             session.merge(
                 CachedToken(
                     cache_key=key, app_id=slot.app_id, tenant_id=slot.tenant_id,
@@ -163,15 +175,87 @@ class TokenCache:
         self._keep(key, stored)
         return stored
 
-    def evict(self, session: Session, keyring: Keyring, key: str, presented: str) -> bool:
-        """Drop the cached token for ``key`` if it is ``presented``; True when it was."""
+    def evict(
+        self, session: Session, keyring: Keyring, key: str, presented: str, now: dt.datetime
+    ) -> bool:
+        """Drop the cached token for ``key`` if it is ``presented`` and no eviction of the key
+        happened in the last ``EVICT_EVERY`` (in any worker or instance); True when it was.
+
+        The row stays, without its token, to remember when: a caller that keeps reporting fresh
+        tokens as rejected gets the current one, not an upstream call per request.
+        """
         cached = self.get(session, keyring, key)
         if cached is None or not cached.same(presented):
             return False
-        self._drop(key)
         with writing(session):
-            session.execute(delete(CachedToken).where(CachedToken.cache_key == key))
-        return True
+            done = session.execute(
+                update(CachedToken)
+                .where(
+                    CachedToken.cache_key == key,
+                    CachedToken.access_token == cached.sealed,
+                    or_(
+                        CachedToken.evicted_at.is_(None),
+                        CachedToken.evicted_at <= now - EVICT_EVERY,
+                    ),
+                )
+                .values(access_token="", evicted_at=now)
+                .execution_options(synchronize_session=False)
+            )
+        evicted = bool(done.rowcount)  # type: ignore[attr-defined]
+        if evicted:
+            self._drop(key)
+        return evicted
+
+    def make_room(self, session: Session, slot: Slot, now: dt.datetime) -> None:
+        """Refuse a new scope set once ``SCOPE_SETS`` others are cached for the app and tenant."""
+        with reading(session):
+            others = session.scalar(
+                select(func.count())
+                .select_from(CachedToken)
+                .where(
+                    CachedToken.app_id == slot.app_id,
+                    _same_tenant(slot),
+                    CachedToken.delegation_version == slot.version,
+                    CachedToken.cache_key != slot.key,
+                    CachedToken.expires_at > now,
+                    CachedToken.access_token != "",
+                )
+            )
+        if (others or 0) >= SCOPE_SETS:
+            raise InvalidScope(
+                "too_many_scope_sets",
+                f"Tokens of {SCOPE_SETS} other scope sets are cached for this tenant; ask with "
+                "one of those scopes, or once one of them has expired.",
+            )
+
+    def sweep_due(self, now: dt.datetime) -> bool:
+        """True at most once per ``SWEEP_EVERY`` in this process: time to sweep expired rows."""
+        with self._lock:
+            if self._next_sweep is not None and now < self._next_sweep:
+                return False
+            self._next_sweep = now + SWEEP_EVERY
+            return True
+
+    def sweep(self, session: Session, now: dt.datetime) -> int:
+        """Delete expired rows, a bounded batch at a time; returns how many went."""
+        swept = 0
+        for _batch in range(SWEEP_BATCHES):
+            with writing(session):
+                keys = session.scalars(
+                    select(CachedToken.cache_key)
+                    .where(CachedToken.expires_at <= now)
+                    .limit(SWEEP_BATCH)
+                ).all()
+                if keys:
+                    session.execute(
+                        delete(CachedToken).where(
+                            CachedToken.cache_key.in_(keys), CachedToken.expires_at <= now
+                        )
+                    )
+            swept += len(keys)
+            if len(keys) < SWEEP_BATCH:
+                break
+        return swept
 
     def __len__(self) -> int:
         return len(self._items)
@@ -188,6 +272,14 @@ class TokenCache:
         with self._lock:
             self._items.pop(key, None)
             metrics.CACHE_ENTRIES.set(len(self._items))
+
+
+def _same_tenant(slot: Slot) -> ColumnElement[bool]:
+    if slot.tenant_id is not None:
+        return CachedToken.tenant_id == slot.tenant_id
+    if slot.tenant is not None:
+        return CachedToken.tenant == slot.tenant
+    return CachedToken.tenant.is_(None)
 
 
 def _read(session: Session, key: str) -> _Row | None:

@@ -11,6 +11,7 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from vault import migrate
+from vault.background import Background
 from vault.cache import TokenCache
 from vault.clock import Clock, utcnow
 from vault.crypto import Keyring, load_keyring
@@ -40,6 +41,7 @@ class Runtime:
     flights: Flights
     locks: KeyLocks
     upstream: Upstream
+    background: Background  # refreshes ahead of expiry, sweeps of expired cache rows
 
     @classmethod
     def build(
@@ -65,6 +67,7 @@ class Runtime:
             flights=Flights(),
             locks=KeyLocks(engine),
             upstream=Upstream(settings, transport=transport),
+            background=Background(),
         )
 
     def replace(self, **changes: Any) -> Runtime:
@@ -75,7 +78,9 @@ class Runtime:
         return self.sessions()
 
     def close(self) -> None:
-        """Close the token endpoint's connections, the probe connections and the engine's."""
+        """Finish background work; close the token endpoint's, the probe's and the engine's
+        connections."""
+        self.background.close()
         self.upstream.close()
         self.reads.close()
         self.engine.dispose()

@@ -23,7 +23,6 @@ from vault.errors import (
     InvalidScope,
     NoDelegation,
     Unavailable,
-    UpstreamUnavailable,
 )
 from vault.exchange import Wanted, fetch
 from vault.freshness import UNCACHED, Snapshot
@@ -93,16 +92,21 @@ def issue(
 ) -> Issued:
     """A token for ``query`` that stays valid for at least ``min_ttl`` seconds.
 
-    ``snapshot`` lets the reads before single flight be reused while nothing has been committed;
-    the read under the shared lock is always fresh (it must see what the previous holder stored).
+    A cached token that meets ``min_ttl`` is served; once it is inside its refresh margin, one
+    refresh starts in the background. A caller waits on the token endpoint only when no cached
+    token meets its ``min_ttl``. ``snapshot`` lets the reads before single flight be reused while
+    nothing has been committed; the read under the shared lock is always fresh.
     """
     target = resolve(rt, session, caller, query, snapshot)
     if not snapshot.live:
         return _without_database(rt, target, query)
-    if query.stale_token and rt.tokens.evict(session, rt.keyring, target.key, query.stale_token):
-        snapshot = UNCACHED  # the memo may still hold the row this request just deleted
+    if query.stale_token and rt.tokens.evict(
+        session, rt.keyring, target.key, query.stale_token, rt.clock()
+    ):
+        snapshot = UNCACHED  # the memo may still hold the row this request just emptied
     found = rt.tokens.get(session, rt.keyring, target.key, snapshot)
-    if found is not None and found.fresh_for(rt.clock(), query.min_ttl, _margin(rt)):
+    if found is not None and found.meets(rt.clock(), query.min_ttl):
+        _refresh_if_due(rt, target, found)
         return _issued(target, found, "cache")
     return _miss(rt, session, target, query.min_ttl)
 
@@ -112,16 +116,13 @@ def _miss(rt: Runtime, session: Session, target: Target, min_ttl: int) -> Issued
     token checks it against its own min_ttl, and leads a flight of its own if it falls short.
     """
     while True:
-        try:
-            (token, source), joined = rt.flights.join(
-                target.key, lambda: _lead(rt, session, target, min_ttl)
-            )
-        except UpstreamUnavailable as exc:
-            return _degraded(rt, session, target, min_ttl, exc)
+        (token, source), joined = rt.flights.join(
+            target.key, lambda: _lead(rt, session, target, min_ttl)
+        )
         if joined:
             metrics.SINGLE_FLIGHT_WAITS.inc()
             source = "cache"  # this caller did not call out: it was handed the leader's token
-        if not joined or token.fresh_for(rt.clock(), min_ttl, _margin(rt)):
+        if not joined or token.meets(rt.clock(), min_ttl):
             return _issued(target, token, source)
 
 
@@ -129,23 +130,50 @@ def _lead(rt: Runtime, session: Session, target: Target, min_ttl: int) -> tuple[
     """Under the key's shared lock: what another process stored meanwhile, else one call."""
     with rt.locks.hold(target.key) as waited:
         found = rt.tokens.get(session, rt.keyring, target.key)
-        if found is not None and found.fresh_for(rt.clock(), min_ttl, _margin(rt)):
+        if found is not None and found.meets(rt.clock(), min_ttl):
             if waited:
                 metrics.SINGLE_FLIGHT_WAITS.inc()
             return found, "cache"
-        token = fetch(rt, session, target.wanted())
-        return rt.tokens.put(session, rt.keyring, target.slot, token), "upstream"
+        if found is None:
+            rt.tokens.make_room(session, target.slot, rt.clock())
+        return _fetch_and_store(rt, session, target), "upstream"
 
 
-def _degraded(
-    rt: Runtime, session: Session, target: Target, min_ttl: int, exc: UpstreamUnavailable
-) -> Issued:
-    """Upstream is down: a cached token inside its refresh margin still serves if it lasts."""
-    found = rt.tokens.get(session, rt.keyring, target.key)
-    if found is None or not found.meets(rt.clock(), min_ttl):
-        raise exc
-    log.warning("token endpoint unavailable; serving a cached token inside its refresh margin")
-    return _issued(target, found, "cache")
+def _refresh_if_due(rt: Runtime, target: Target, found: Cached) -> None:
+    """Inside the refresh margin: one refresh in the background, at a moment spread per key and
+    process so that keys and instances do not all refresh at once."""
+    name = "refresh:" + target.key
+    if found.due(rt.clock(), _margin(rt), rt.background.spread(name)):
+        rt.background.submit(name, lambda: _refresh(rt, target, found.sealed))
+
+
+def _refresh(rt: Runtime, target: Target, seen: str) -> None:
+    """Replace the token ``seen`` unless another thread, worker or instance is doing it or did.
+
+    A failure leaves the old token serving while it meets callers' min_ttl.
+    """
+    with rt.session() as session, rt.locks.try_hold(target.key) as held:
+        if not held:
+            return  # a refresh or a miss for this key is under way elsewhere
+        current = rt.tokens.get(session, rt.keyring, target.key)
+        if current is None or current.sealed != seen:
+            return  # replaced or reported rejected meanwhile
+        _fetch_and_store(rt, session, target)
+        log.info("token refreshed ahead of expiry", extra={"app": target.slug})
+
+
+def _fetch_and_store(rt: Runtime, session: Session, target: Target) -> Cached:
+    token = rt.tokens.put(session, rt.keyring, target.slot, fetch(rt, session, target.wanted()))
+    if rt.tokens.sweep_due(rt.clock()):
+        rt.background.submit("sweep", lambda: _sweep(rt))
+    return token
+
+
+def _sweep(rt: Runtime) -> None:
+    with rt.session() as session:
+        swept = rt.tokens.sweep(session, rt.clock())
+    if swept:
+        log.info("expired cached tokens deleted: %d", swept)
 
 
 def _without_database(rt: Runtime, target: Target, query: TokenQuery) -> Issued:
