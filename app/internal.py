@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
@@ -31,8 +32,9 @@ def token() -> tuple[dict[str, Any], int, dict[str, str]]:
     caller = service_caller()
     query = tokens.TokenQuery(**_token_fields())
     note(app=query.app, tenant=query.tenant)
-    issued = tokens.issue(runtime(), session(), caller, query, snapshot())
-    now = runtime().clock()
+    rt = runtime()
+    issued = tokens.issue(rt, session(), caller, query, snapshot())
+    now = rt.clock()
     body = {
         "access_token": issued.token.access_token,
         "token_type": issued.token.token_type,
@@ -74,7 +76,7 @@ def delegation(slug: str, tenant: str) -> tuple[dict[str, Any], int, dict[str, s
 
 
 def _token_fields() -> dict[str, Any]:
-    body = request.get_json(silent=True)
+    body = _json_body()
     if not isinstance(body, dict):
         raise InvalidRequest("invalid_json", "The body must be a JSON object.")
     bad = [name for name, value in body.items() if name in FIELDS and not _valid(name, value)]
@@ -86,6 +88,17 @@ def _token_fields() -> dict[str, Any]:
     if "min_ttl" in fields:
         fields["min_ttl"] = int(fields["min_ttl"])
     return fields
+
+
+def _json_body() -> object:
+    """The body as JSON, or None when it is not JSON: get_json(silent=True) without its caching
+    and dispatch (measured: about a fifth of the view's time on a cache hit)."""
+    if not request.is_json:
+        return None
+    try:
+        return json.loads(request.get_data(cache=False))
+    except ValueError:  # not JSON, or not UTF-8 (UnicodeDecodeError is a ValueError)
+        return None
 
 
 def _valid(name: str, value: object) -> bool:

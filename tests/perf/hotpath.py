@@ -107,7 +107,7 @@ def switches(app: Any) -> list[tuple[str, Callable[[], None]]]:
         ("access log line", lambda: logging.getLogger("delegation_vault.access").setLevel(logging.WARNING)),
         ("token request counter", lambda: setattr(tokens.metrics, "TOKEN_REQUESTS", Silent())),
         ("JSON body via get_json", lambda: setattr(internal.request.__class__, "get_json", plain_json)),
-        ("request-id and access hooks", lambda: (app.before_request_funcs.clear(), app.after_request_funcs.clear())),
+        ("request-id and access-line middleware", lambda: setattr(app, "wsgi_app", app.wsgi_app.app)),
         ("change probe", lambda: setattr(reads, "_ask", lambda: 1)),
     ]  # fmt: skip
 
