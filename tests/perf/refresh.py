@@ -24,23 +24,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests import builders
-from tests.perf import bench
-from tests.perf.hotpath import App, call
+from tests.perf.hotpath import App, call, seeded, token_request
 from tests.support import oauth_server
-from vault.crypto import new_key_entry
 
-
-def environ_for(key: str, tenant: str) -> tuple[dict[str, Any], bytes]:
-    body = json.dumps({"app": "zendesk", "tenant": tenant, "min_ttl": 0}).encode()
-    environ = {
-        "REQUEST_METHOD": "POST", "PATH_INFO": "/internal/v1/token", "QUERY_STRING": "",
-        "SERVER_NAME": "bench", "SERVER_PORT": "80", "wsgi.url_scheme": "http",
-        "CONTENT_TYPE": "application/json", "CONTENT_LENGTH": str(len(body)),
-        "HTTP_AUTHORIZATION": f"Bearer {key}", "REMOTE_ADDR": "127.0.0.1",
-        "wsgi.errors": sys.stderr,
-    }  # fmt: skip
-    return environ, body
+ASK = {"app": "zendesk", "min_ttl": 0}
 
 
 def hammer(app: App, environ: dict[str, Any], body: bytes, args: argparse.Namespace) -> list[float]:
@@ -101,25 +88,18 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace, workdir: Path) -> int:
-    with bench.databases({"sqlite"}, workdir) as dbs, oauth_server.serving() as oauth:
-        db, keys = dbs["sqlite"](), new_key_entry("ref1")
-        rt = bench.runtime_for(db, keys, workdir)
-        builders.register_app(rt, token_url=oauth.url)
-        key = builders.create_key(rt, "hot")
-        bench.seed_delegations(rt, 2)
-        rt.close()
-        os.environ.update(bench.service_env(db, keys, workdir))
+    with oauth_server.serving() as oauth, seeded(workdir, 2, oauth) as key:
         from app import create_app
 
         with open(os.devnull, "w") as sink, contextlib.redirect_stderr(sink):
             app = create_app()
-            plain, plain_body = environ_for(key, "tenant0")
+            plain, plain_body = token_request(key, {**ASK, "tenant": "tenant0"})
             oauth.default = oauth_server.Reply(delay=args.delay)  # an hour
             call(app, plain, plain_body)
             hits = hammer(app, plain, plain_body, args)
             calls = oauth.calls
             oauth.default = oauth_server.Reply(expires_in=args.lifetime, delay=args.delay)
-            hot, hot_body = environ_for(key, "tenant1")
+            hot, hot_body = token_request(key, {**ASK, "tenant": "tenant1"})
             call(app, hot, hot_body)
             crossing = hammer(app, hot, hot_body, args)
             refreshes = oauth.calls - calls - 1
