@@ -121,7 +121,11 @@ def write_lock(session: Session) -> contextlib.AbstractContextManager[object]:
 @contextlib.contextmanager
 def reading(session: Session) -> Iterator[Session]:
     """One read transaction, ended on exit: none idles while the caller waits on a lock or the
-    network. What was read stays loaded (the session does not expire on commit)."""
+    network. What was read stays loaded (the session does not expire on commit). Inside a
+    transaction the caller already holds, the reads are part of it and the caller ends it."""
+    if session.in_transaction():
+        yield session
+        return
     with session.begin():
         yield session
 
