@@ -2,9 +2,10 @@
 
 A request is resolved first (the caller's rights, the app, the delegation's state and delegated
 user: one indexed query, or the change probe's memo while nothing was committed), then served
-from the token cache (vault/cache.py) if a cached token is fresh enough, else fetched once for
-everyone asking (single flight within the process, a lock shared through the database between
-processes) from the token endpoint (vault/exchange.py) and stored.
+from the token cache (vault/cache.py) if a cached token meets the caller's min_ttl (refreshed
+ahead in the background once inside its margin), else fetched once for everyone asking (single
+flight within the process, a lock shared through the database between processes) and stored
+(vault/refresh.py, which calls the token endpoint through vault/exchange.py).
 """
 
 from __future__ import annotations
@@ -24,10 +25,11 @@ from vault.errors import (
     NoDelegation,
     Unavailable,
 )
-from vault.exchange import Wanted, fetch
+from vault.exchange import Wanted
 from vault.freshness import UNCACHED, Snapshot
 from vault.keys import Caller
 from vault.models import Grant, State
+from vault.refresh import fetch_and_store, refresh_if_due
 from vault.runtime import Runtime
 from vault.scopes import normalise_scope, within
 
@@ -106,7 +108,7 @@ def issue(
         snapshot = UNCACHED  # the memo may still hold the row this request just emptied
     found = rt.tokens.get(session, rt.keyring, target.key, snapshot)
     if found is not None and found.meets(rt.clock(), query.min_ttl):
-        _refresh_if_due(rt, target, found)
+        refresh_if_due(rt, target.slug, target.slot, target.wanted(), found)
         return _issued(target, found, "cache")
     return _miss(rt, session, target, query.min_ttl)
 
@@ -136,44 +138,7 @@ def _lead(rt: Runtime, session: Session, target: Target, min_ttl: int) -> tuple[
             return found, "cache"
         if found is None:
             rt.tokens.make_room(session, target.slot, rt.clock())
-        return _fetch_and_store(rt, session, target), "upstream"
-
-
-def _refresh_if_due(rt: Runtime, target: Target, found: Cached) -> None:
-    """Inside the refresh margin: one refresh in the background, at a moment spread per key and
-    process so that keys and instances do not all refresh at once."""
-    name = "refresh:" + target.key
-    if found.due(rt.clock(), _margin(rt), rt.background.spread(name)):
-        rt.background.submit(name, lambda: _refresh(rt, target, found.sealed))
-
-
-def _refresh(rt: Runtime, target: Target, seen: str) -> None:
-    """Replace the token ``seen`` unless another thread, worker or instance is doing it or did.
-
-    A failure leaves the old token serving while it meets callers' min_ttl.
-    """
-    with rt.session() as session, rt.locks.try_hold(target.key) as held:
-        if not held:
-            return  # a refresh or a miss for this key is under way elsewhere
-        current = rt.tokens.get(session, rt.keyring, target.key)
-        if current is None or current.sealed != seen:
-            return  # replaced or reported rejected meanwhile
-        _fetch_and_store(rt, session, target)
-        log.info("token refreshed ahead of expiry", extra={"app": target.slug})
-
-
-def _fetch_and_store(rt: Runtime, session: Session, target: Target) -> Cached:
-    token = rt.tokens.put(session, rt.keyring, target.slot, fetch(rt, session, target.wanted()))
-    if rt.tokens.sweep_due(rt.clock()):
-        rt.background.submit("sweep", lambda: _sweep(rt))
-    return token
-
-
-def _sweep(rt: Runtime) -> None:
-    with rt.session() as session:
-        swept = rt.tokens.sweep(session, rt.clock())
-    if swept:
-        log.info("expired cached tokens deleted: %d", swept)
+        return fetch_and_store(rt, session, target.slot, target.wanted()), "upstream"
 
 
 def _without_database(rt: Runtime, target: Target, query: TokenQuery) -> Issued:
@@ -186,10 +151,6 @@ def _without_database(rt: Runtime, target: Target, query: TokenQuery) -> Issued:
     if found is None or found.same(query.stale_token) or not found.meets(rt.clock(), query.min_ttl):
         raise Unavailable("database_unavailable", retry_after=5)
     return _issued(target, found, "cache")
-
-
-def _margin(rt: Runtime) -> int:
-    return rt.settings.token_refresh_margin
 
 
 def _issued(target: Target, token: Cached, source: str) -> Issued:
