@@ -11,7 +11,7 @@ from tests.builders import create_key, register_app
 from tests.support.clock import FrozenClock
 from tests.support.oauth_server import TokenServer
 from tests.token_fixtures import ask
-from vault import cache
+from vault import cache_bounds
 from vault.models import CachedToken
 from vault.runtime import Runtime
 
@@ -70,7 +70,7 @@ def test_expired_cache_rows_are_deleted_in_the_background(
 def test_a_sweep_deletes_expired_rows_in_bounded_batches(
     runtime: Runtime, monkeypatch: pytest.MonkeyPatch, clock: FrozenClock, oauth: TokenServer
 ) -> None:
-    monkeypatch.setattr(cache, "SWEEP_BATCH", 2)
+    monkeypatch.setattr(cache_bounds, "SWEEP_BATCH", 2)
     register_app(runtime, "okta", grant="client_credentials", vendor_app_id=None,
                  token_url=oauth.base + "/token", allowed_scopes="")  # fmt: skip
     key = create_key(runtime, "svc")
@@ -83,7 +83,7 @@ def test_a_sweep_deletes_expired_rows_in_bounded_batches(
         assert reply.status_code == 200
     clock.advance(3601)
     with runtime.session() as session:
-        assert runtime.tokens.sweep(session, clock()) == 5
+        assert cache_bounds.sweep(session, clock()) == 5
     assert cached_rows(runtime) == 0
 
 
@@ -107,11 +107,13 @@ def test_one_key_caches_at_most_32_scope_sets_per_app_and_tenant(
             "/internal/v1/token", json={"app": "okta", "scope": scope}, headers=headers
         )
 
-    for n in range(cache.SCOPE_SETS):
+    for n in range(cache_bounds.SCOPE_SETS):
         assert ask_for(f"read:{n}").status_code == 200
     refused = ask_for("read:one-too-many")
     assert (refused.status_code, refused.json["error"]) == (400, "invalid_scope")
     assert ask_for("read:0").json["source"] == "cache"  # what is cached keeps serving
-    assert cached_rows(runtime) == cache.SCOPE_SETS and oauth.calls == cache.SCOPE_SETS
+    assert (
+        cached_rows(runtime) == cache_bounds.SCOPE_SETS and oauth.calls == cache_bounds.SCOPE_SETS
+    )
     clock.advance(3601)  # all expired: room again
     assert ask_for("read:one-too-many").status_code == 200

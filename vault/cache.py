@@ -16,26 +16,19 @@ import logging
 import threading
 from collections import OrderedDict
 
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import or_, update
 from sqlalchemy.orm import Session
-from sqlalchemy.sql import ColumnElement
 
 from vault import metrics
 from vault.crypto import Keyring, context
 from vault.db import reading, writing
-from vault.errors import DecryptionError, InvalidScope
+from vault.errors import DecryptionError
 from vault.freshness import UNCACHED, Snapshot
 from vault.models import CachedToken
 
 LOCAL_ENTRIES = 10_000
 AS_GOOD_AS_NEW = 10  # seconds
 EVICT_EVERY = dt.timedelta(seconds=10)  # at most one stale_token eviction per key in this time
-# Distinct scope sets cached at once for one app and tenant. An app that allows n scopes allows
-# 2**n - 1 sets, and one that allows any scope ('*') allows without end: this bounds the rows
-# (and upstream calls) one service key can cause, far above what integrations ask for.
-SCOPE_SETS = 32
-SWEEP_BATCH = 500  # expired rows deleted per statement; a sweep repeats while batches are full
-SWEEP_BATCHES = 20
 SWEEP_EVERY = dt.timedelta(seconds=60)  # between sweeps started by one process
 log = logging.getLogger("delegation_vault.tokens")
 
@@ -206,28 +199,6 @@ class TokenCache:
             self._drop(key)
         return evicted
 
-    def make_room(self, session: Session, slot: Slot, now: dt.datetime) -> None:
-        """Refuse a new scope set once ``SCOPE_SETS`` others are cached for the app and tenant."""
-        with reading(session):
-            others = session.scalar(
-                select(func.count())
-                .select_from(CachedToken)
-                .where(
-                    CachedToken.app_id == slot.app_id,
-                    _same_tenant(slot),
-                    CachedToken.delegation_version == slot.version,
-                    CachedToken.cache_key != slot.key,
-                    CachedToken.expires_at > now,
-                    CachedToken.access_token != "",
-                )
-            )
-        if (others or 0) >= SCOPE_SETS:
-            raise InvalidScope(
-                "too_many_scope_sets",
-                f"Tokens of {SCOPE_SETS} other scope sets are cached for this tenant; ask with "
-                "one of those scopes, or once one of them has expired.",
-            )
-
     def sweep_due(self, now: dt.datetime) -> bool:
         """True at most once per ``SWEEP_EVERY`` in this process: time to sweep expired rows."""
         with self._lock:
@@ -235,27 +206,6 @@ class TokenCache:
                 return False
             self._next_sweep = now + SWEEP_EVERY
             return True
-
-    def sweep(self, session: Session, now: dt.datetime) -> int:
-        """Delete expired rows, a bounded batch at a time; returns how many went."""
-        swept = 0
-        for _batch in range(SWEEP_BATCHES):
-            with writing(session):
-                keys = session.scalars(
-                    select(CachedToken.cache_key)
-                    .where(CachedToken.expires_at <= now)
-                    .limit(SWEEP_BATCH)
-                ).all()
-                if keys:
-                    session.execute(
-                        delete(CachedToken).where(
-                            CachedToken.cache_key.in_(keys), CachedToken.expires_at <= now
-                        )
-                    )
-            swept += len(keys)
-            if len(keys) < SWEEP_BATCH:
-                break
-        return swept
 
     def __len__(self) -> int:
         return len(self._items)
@@ -272,14 +222,6 @@ class TokenCache:
         with self._lock:
             self._items.pop(key, None)
             metrics.CACHE_ENTRIES.set(len(self._items))
-
-
-def _same_tenant(slot: Slot) -> ColumnElement[bool]:
-    if slot.tenant_id is not None:
-        return CachedToken.tenant_id == slot.tenant_id
-    if slot.tenant is not None:
-        return CachedToken.tenant == slot.tenant
-    return CachedToken.tenant.is_(None)
 
 
 def _read(session: Session, key: str) -> _Row | None:

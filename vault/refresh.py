@@ -7,6 +7,7 @@ import logging
 
 from sqlalchemy.orm import Session
 
+from vault import cache_bounds
 from vault.cache import Cached, Slot
 from vault.exchange import Wanted, fetch
 from vault.runtime import Runtime
@@ -48,6 +49,6 @@ def _refresh(rt: Runtime, slug: str, slot: Slot, wanted: Wanted, seen: str) -> N
 
 def _sweep(rt: Runtime) -> None:
     with rt.session() as session:
-        swept = rt.tokens.sweep(session, rt.clock())
+        swept = cache_bounds.sweep(session, rt.clock())
     if swept:
         log.info("expired cached tokens deleted: %d", swept)

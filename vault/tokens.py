@@ -15,7 +15,7 @@ import logging
 
 from sqlalchemy.orm import Session
 
-from vault import delegations, metrics
+from vault import cache_bounds, delegations, metrics
 from vault.cache import Cached, Slot
 from vault.db import reading
 from vault.errors import (
@@ -137,7 +137,7 @@ def _lead(rt: Runtime, session: Session, target: Target, min_ttl: int) -> tuple[
                 metrics.SINGLE_FLIGHT_WAITS.inc()
             return found, "cache"
         if found is None:
-            rt.tokens.make_room(session, target.slot, rt.clock())
+            cache_bounds.make_room(session, target.slot, rt.clock())
         return fetch_and_store(rt, session, target.slot, target.wanted()), "upstream"
 
 
