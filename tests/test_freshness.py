@@ -247,3 +247,33 @@ def test_a_request_never_uses_a_probe_sent_before_it_arrived(
         go_on.set()
         assert second.result(10) == 1  # it waited for a probe of its own, sent after the commit
         first.result(10)
+
+
+def test_concurrent_requests_needing_the_same_read_make_it_once(runtime: Runtime) -> None:
+    runs: list[int] = []
+
+    def slow_load() -> int:
+        runs.append(1)
+        time.sleep(0.05)  # the others ask while this read is in progress
+        return 7
+
+    barrier = threading.Barrier(16)
+
+    def one(_: int) -> int:
+        snapshot = runtime.reads.begin()
+        barrier.wait()
+        return snapshot.get("keys", slow_load)
+
+    with ThreadPoolExecutor(16) as pool:
+        assert list(pool.map(one, range(16))) == [7] * 16
+    assert len(runs) < 16 / 2
+
+
+def test_a_failed_read_is_not_shared(runtime: Runtime) -> None:
+    def failing() -> int:
+        raise RuntimeError("the database went away")
+
+    snapshot = runtime.reads.begin()
+    with pytest.raises(RuntimeError):
+        snapshot.get("keys", failing)
+    assert snapshot.get("keys", lambda: 3) == 3  # read again, not the failure remembered

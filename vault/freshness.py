@@ -71,6 +71,21 @@ class Snapshot:
 UNCACHED = Snapshot(None, live=True)  # for callers with no probe (commands, tests): always read
 
 
+class _Loading:
+    """A read in progress in the memo: requests asking for the same key wait for it."""
+
+    __slots__ = ("done", "failed", "value")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.failed = False
+        self.value: Any = None
+
+
+_MISSING = object()
+LOAD_WAIT = 15.0  # seconds a request waits for another's read before reading itself
+
+
 class Reads:
     """The process's memo of reads and the change probe that keeps it honest.
 
@@ -127,16 +142,36 @@ class Reads:
 
     def get(self, key: Hashable, load: Callable[[], T], *, remember: bool) -> T:
         memo = self._memo  # taken before the read: a read lands only in the memo it began under
+        found = memo.get(key, _MISSING)
+        if found is _MISSING and remember and len(memo) < MAX_ENTRIES:
+            mine = _Loading()
+            found = memo.setdefault(key, mine)
+            if found is mine:
+                return self._load(memo, key, mine, load)
+        if isinstance(found, _Loading):
+            # Another request is making this very read under the same memo: after a commit, the
+            # threads of a busy process would otherwise all read the same rows at once.
+            if found.done.wait(LOAD_WAIT) and not found.failed:
+                return found.value  # type: ignore[no-any-return]
+            return load()  # its read failed or hangs: meet the database ourselves
+        if found is _MISSING:
+            value = load()
+            if remember:
+                self.forget()  # the memo is full: start over
+            return value
+        return found  # type: ignore[no-any-return]
+
+    @staticmethod
+    def _load(memo: dict[Hashable, Any], key: Hashable, mine: _Loading, load: Callable[[], T]) -> T:
         try:
-            return memo[key]  # type: ignore[no-any-return]
-        except KeyError:
-            pass
-        value = load()
-        if remember:
-            if len(memo) >= MAX_ENTRIES:
-                self.forget()
-            else:
-                memo[key] = value
+            mine.value = value = load()
+        except BaseException:
+            mine.failed = True
+            memo.pop(key, None)
+            raise
+        finally:
+            mine.done.set()
+        memo[key] = value
         return value
 
     def forget(self) -> None:
