@@ -91,12 +91,13 @@ def _token_fields() -> dict[str, Any]:
 
 
 def _json_body() -> object:
-    """The body as JSON, or None when it is not JSON: get_json(silent=True) without its caching
-    and dispatch (measured: about a fifth of the view's time on a cache hit)."""
+    """The body as JSON, or None when it is not JSON: get_json(silent=True) without its
+    dispatch (measured: about a fifth of the view's time on a cache hit). The raw body stays
+    cached on the request for whoever reads it again."""
     if not request.is_json:
         return None
     try:
-        return json.loads(request.get_data(cache=False))
+        return json.loads(request.get_data())
     except ValueError:  # not JSON, or not UTF-8 (UnicodeDecodeError is a ValueError)
         return None
 
