@@ -24,6 +24,7 @@ class Wanted:
 
     app_id: int
     tenant: str | None
+    tenant_id: str | None  # names the tenant in upstream and token health
     user_id: str | None
     scope: str
 

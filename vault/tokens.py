@@ -86,7 +86,8 @@ class Target:
         return self.slot.key
 
     def wanted(self) -> Wanted:
-        return Wanted(self.slot.app_id, self.slot.tenant, self.user_id, self.slot.scope)
+        slot = self.slot
+        return Wanted(slot.app_id, slot.tenant, slot.tenant_id, self.user_id, slot.scope)
 
 
 def issue(
