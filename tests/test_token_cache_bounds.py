@@ -72,7 +72,7 @@ def test_a_sweep_deletes_expired_rows_in_bounded_batches(
 ) -> None:
     monkeypatch.setattr(cache_bounds, "SWEEP_BATCH", 2)
     register_app(runtime, "okta", grant="client_credentials", vendor_app_id=None,
-                 token_url=oauth.base + "/token", allowed_scopes="")  # fmt: skip
+                 token_url=oauth.base + "/token", allowed_scopes="*")  # fmt: skip
     key = create_key(runtime, "svc")
     client = create_app(runtime=runtime).test_client()
     for n in range(5):
@@ -96,7 +96,7 @@ def test_one_key_caches_at_most_32_scope_sets_per_app_and_tenant(
         grant="client_credentials",
         vendor_app_id=None,
         token_url=oauth.base + "/token",
-        allowed_scopes="",
+        allowed_scopes="*",
     )  # any scope at all
     key = create_key(runtime, "svc")
     client = create_app(runtime=runtime).test_client()

@@ -9,7 +9,7 @@ import time
 
 from sqlalchemy.orm import Session
 
-from vault import apps, circuit, metrics
+from vault import apps, circuit, token_health
 from vault.cache import Cached
 from vault.db import reading
 from vault.errors import UnknownApp, UpstreamRejected, UpstreamUnavailable
@@ -29,25 +29,42 @@ class Wanted:
     scope: str
 
 
+@dataclasses.dataclass(frozen=True)
+class _Subject:
+    """Whose token health an attempt is recorded under."""
+
+    app: App
+    tenant: str | None
+    tenant_id: str | None
+
+
 def fetch(rt: Runtime, session: Session, wanted: Wanted) -> Cached:
-    """A new token, or UpstreamRejected / UpstreamUnavailable; upstream health is recorded."""
-    request, current, previous = _credentials(rt, session, wanted)
+    """A new token, or UpstreamRejected / UpstreamUnavailable; the tenant's token health and the
+    host's upstream health are recorded (a refresh ahead of expiry included)."""
+    app, request, current, previous = _credentials(rt, session, wanted)
+    subject = _Subject(app, wanted.tenant, wanted.tenant_id)
+    return token_health.observe(
+        session, rt.clock, subject, lambda: _call(rt, session, wanted, request, (current, previous))
+    )
+
+
+def _call(
+    rt: Runtime,
+    session: Session,
+    wanted: Wanted,
+    request: TokenRequest,
+    secrets: tuple[str, str | None],
+) -> Cached:
     where = host(request)
-    try:
-        circuit.admit(session, where, rt.clock())
-    except UpstreamUnavailable:
-        metrics.TOKEN_REQUESTS.labels("circuit_open", "upstream").inc()
-        raise
+    circuit.admit(session, where, rt.clock())
     started = time.monotonic()
     try:
-        token = _try_secrets(rt, request, current, previous)
+        token = _try_secrets(rt, request, *secrets)
     except UpstreamUnavailable as exc:
         circuit.failed(session, where, rt.clock(), exc.reason, counts=True)
-        metrics.TOKEN_REQUESTS.labels("upstream_unavailable", "upstream").inc()
         raise
     except UpstreamRejected as exc:
         circuit.failed(session, where, rt.clock(), exc.upstream_error, counts=False)
-        metrics.TOKEN_REQUESTS.labels("upstream_rejected", "upstream").inc()
         raise
     now = rt.clock()
     circuit.succeeded(session, where, now, (time.monotonic() - started) * 1000)
@@ -57,7 +74,7 @@ def fetch(rt: Runtime, session: Session, wanted: Wanted) -> Cached:
 
 def _credentials(
     rt: Runtime, session: Session, wanted: Wanted
-) -> tuple[TokenRequest, str, str | None]:
+) -> tuple[App, TokenRequest, str, str | None]:
     """The request and the client secrets, read now (never from a memo: secrets stay in rows)."""
     with reading(session):
         app = session.get(App, wanted.app_id, populate_existing=True)
@@ -73,7 +90,7 @@ def _credentials(
             user_id=wanted.user_id,
             scope=wanted.scope,
         )
-    return request, current, previous
+    return app, request, current, previous
 
 
 def _try_secrets(rt: Runtime, request: TokenRequest, current: str, previous: str | None) -> Token:

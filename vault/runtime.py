@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 from sqlalchemy import Engine, select
@@ -25,6 +25,17 @@ from vault.upstream import Upstream
 from vault.window import Window
 
 
+class Closeable(Protocol):
+    def close(self) -> None: ...
+
+
+@dataclasses.dataclass
+class Started:
+    """What a runtime starts at most once, after it is built (the notification sender)."""
+
+    notifier: Closeable | None = None
+
+
 @dataclasses.dataclass(frozen=True)
 class Runtime:
     """Built once per process: the settings, the keyring, the database, and the services that
@@ -42,6 +53,7 @@ class Runtime:
     locks: KeyLocks
     upstream: Upstream
     background: Background  # refreshes ahead of expiry, sweeps of expired cache rows
+    started: Started = dataclasses.field(default_factory=Started)
 
     @classmethod
     def build(
@@ -80,6 +92,8 @@ class Runtime:
     def close(self) -> None:
         """Finish background work; close the token endpoint's, the probe's and the engine's
         connections."""
+        if self.started.notifier is not None:
+            self.started.notifier.close()
         self.background.close()
         self.upstream.close()
         self.reads.close()

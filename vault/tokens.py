@@ -155,7 +155,6 @@ def _without_database(rt: Runtime, target: Target, query: TokenQuery) -> Issued:
 
 
 def _issued(target: Target, token: Cached, source: str) -> Issued:
-    metrics.TOKEN_REQUESTS.labels("ok", source).inc()
     return Issued(token, target.slug, target.slot.tenant, target.slot.tenant_id, source)
 
 

@@ -1,7 +1,7 @@
 """token cache: stale_token evictions are remembered, expired rows are found by an index
 
 Revision ID: 0002_token_cache_bounds
-Revises: 0001
+Revises: cli_allowed_scopes
 Create Date: 2026-11-24
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0002_token_cache_bounds"
-down_revision = "0001"
+down_revision = "cli_allowed_scopes"
 branch_labels = None
 depends_on = None
 
