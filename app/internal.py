@@ -100,7 +100,7 @@ def _json_body() -> object:
         return None
     try:
         return json.loads(request.get_data())
-    except ValueError:  # not JSON, or not UTF-8 (UnicodeDecodeError is a ValueError)
+    except (ValueError, RecursionError):  # not JSON, not UTF-8, or nested beyond any token request
         return None
 
 
