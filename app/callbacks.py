@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import cast
+
 from flask import Blueprint, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
@@ -26,8 +29,10 @@ def lifecycle(slug: str) -> tuple[dict[str, str], int]:
 
 def _receive(slug: str, kind: Kind) -> tuple[dict[str, str], int]:
     note(app=slug[:64])
+    # Headers is no Mapping to the type checker, but reads as one (case-insensitive get).
+    headers = cast("Mapping[str, str]", request.headers)
     outcome = callbacks.accept(
-        runtime(), session(), slug, _body, request.headers, kind, request.remote_addr
+        runtime(), session(), slug, _body, headers, kind, request.remote_addr
     )
     return {"status": outcome.value}, 202
 

@@ -1,6 +1,9 @@
-"""A database session per request, closed at teardown."""
+"""A database session per request, built on first use and closed at teardown."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, cast
 
 from flask import Flask, current_app, g
 from sqlalchemy.orm import Session
@@ -9,21 +12,43 @@ from vault.freshness import Snapshot
 from vault.runtime import Runtime
 
 
+class LazySession:
+    """Stands in for the request's Session and builds it on first use: a cache hit answered from
+    the change probe's memo never needs one (building and closing one costs about 8 µs)."""
+
+    __slots__ = ("_make", "_session")
+
+    def __init__(self, make: Callable[[], Session]) -> None:
+        self._make = make
+        self._session: Session | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._session is None:
+            self._session = self._make()
+        return getattr(self._session, name)
+
+    def close(self) -> None:
+        if self._session is not None:
+            self._session.close()
+
+
 def runtime() -> Runtime:
     return current_app.extensions["vault"]  # type: ignore[no-any-return]
 
 
 def session() -> Session:
-    if "db_session" not in g:
-        g.db_session = runtime().session()
-    return g.db_session  # type: ignore[no-any-return]
+    found = g.get("db_session")
+    if found is None:
+        found = g.db_session = LazySession(runtime().session)
+    return cast(Session, found)
 
 
 def snapshot() -> Snapshot:
     """This request's view of the database: probed once, before the request's first read."""
-    if "db_snapshot" not in g:
-        g.db_snapshot = runtime().reads.begin()
-    return g.db_snapshot  # type: ignore[no-any-return]
+    found = g.get("db_snapshot")
+    if found is None:
+        found = g.db_snapshot = runtime().reads.begin()
+    return found  # type: ignore[no-any-return]
 
 
 def _close(_exc: BaseException | None) -> None:

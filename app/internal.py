@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
@@ -33,8 +34,9 @@ def token() -> tuple[dict[str, Any], int, dict[str, str]]:
     caller = service_caller()
     query = tokens.TokenQuery(**_token_fields())
     note(app=query.app, tenant=query.tenant)
-    issued = tokens.for_runtime(runtime()).issue(session(), caller, query, snapshot())
-    now = runtime().clock()
+    rt = runtime()
+    issued = tokens.issue(rt, session(), caller, query, snapshot())
+    now = rt.clock()
     body = {
         "access_token": issued.token.access_token,
         "token_type": issued.token.token_type,
@@ -76,10 +78,7 @@ def delegation(slug: str, tenant: str) -> tuple[dict[str, Any], int, dict[str, s
 
 
 def _token_fields() -> dict[str, Any]:
-    try:
-        body = request.get_json(silent=True)
-    except RecursionError:  # e.g. 30,000 '[': not a token request
-        body = None
+    body = _json_body()
     if not isinstance(body, dict):
         raise InvalidRequest("invalid_json", "The body must be a JSON object.")
     bad = [name for name, value in body.items() if name in FIELDS and not _valid(name, value)]
@@ -91,6 +90,18 @@ def _token_fields() -> dict[str, Any]:
     if "min_ttl" in fields:
         fields["min_ttl"] = int(fields["min_ttl"])
     return fields
+
+
+def _json_body() -> object:
+    """The body as JSON, or None when it is not JSON: get_json(silent=True) without its
+    dispatch (measured: about a fifth of the view's time on a cache hit). The raw body stays
+    cached on the request for whoever reads it again."""
+    if not request.is_json:
+        return None
+    try:
+        return json.loads(request.get_data())
+    except (ValueError, RecursionError):  # not JSON, not UTF-8, or nested beyond any token request
+        return None
 
 
 def _valid(name: str, value: object) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import json
 import logging
@@ -9,10 +10,16 @@ import re
 import secrets
 import sys
 import time
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
-from flask import Flask, Response, g, request
+import flask
+from flask import Flask
 
 from vault.settings import Settings
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
 FIELDS = (
     "request_id", "method", "route", "status", "duration_ms", "app", "tenant", "caller",
@@ -28,7 +35,7 @@ def _fields(record: logging.LogRecord) -> dict[str, object]:
 
 
 class JsonFormatter(logging.Formatter):
-    converter = time.gmtime  # the "Z" below says UTC, whatever the machine's zone
+    converter = staticmethod(time.gmtime)  # the "Z" below says UTC, whatever the machine's zone
 
     def format(self, record: logging.LogRecord) -> str:
         line = {
@@ -72,10 +79,7 @@ class RequestIdFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         if not hasattr(record, "request_id"):
-            try:
-                access = g.get("access")
-            except RuntimeError:  # outside a request
-                access = None
+            access = _current.get()
             record.request_id = access.request_id if access else None
         return True
 
@@ -95,35 +99,66 @@ def configure(log_format: str, level: int = logging.INFO) -> None:
 
 @dataclasses.dataclass
 class Access:
-    """What the access line of one request needs, kept in one place on ``g``."""
+    """What the access line of one request needs, kept in one place for the request."""
 
     request_id: str
     started: float
     fields: dict[str, object] = dataclasses.field(default_factory=dict)
 
 
+# The request being served by this thread: set and reset by AccessLog around each request.
+_current: contextvars.ContextVar[Access | None] = contextvars.ContextVar("access", default=None)
+
+
 def note(**fields: object) -> None:
     """Add fields (app, tenant, caller, source) to this request's access line."""
-    access = g.get("access")
+    access = _current.get()
     if access is not None:
         access.fields.update(fields)
 
 
-def _start() -> None:
-    incoming = request.environ.get("HTTP_X_REQUEST_ID", "")
-    request_id = incoming if REQUEST_ID.fullmatch(incoming) else secrets.token_hex(16)
-    g.access = Access(request_id, time.perf_counter())
+class AccessLog:
+    """WSGI middleware: the request id (the caller's if it is safe, else a new one) and one
+    access line per request, read from the environ and the status, with no Flask context."""
+
+    def __init__(self, app: WSGIApplication) -> None:
+        self.app = app
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        incoming = environ.get("HTTP_X_REQUEST_ID", "")
+        request_id = incoming if REQUEST_ID.fullmatch(incoming) else secrets.token_hex(16)
+        access = Access(request_id, time.perf_counter())
+        token = _current.set(access)
+        status = ""
+
+        def start(code: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            nonlocal status
+            status = code
+            headers.append(("X-Request-Id", request_id))
+            return start_response(code, headers, exc_info)
+
+        try:
+            return self.app(environ, start)
+        finally:
+            _current.reset(token)
+            if access_log.isEnabledFor(logging.INFO):
+                _log_access(environ, access, status)
 
 
-def _finish(response: Response) -> Response:
-    access = g.get("access") or Access(secrets.token_hex(16), time.perf_counter())
-    response.headers["X-Request-Id"] = access.request_id
-    if not access_log.isEnabledFor(logging.INFO):
-        return response
-    rule = request.url_rule.rule if request.url_rule else None
-    method, status = request.method, response.status_code
+class Request(flask.Request):
+    """Flask's request, noting its route for the access line when Flask closes it (the request
+    object is gone from the environ by the time the middleware writes the line)."""
+
+    def close(self) -> None:
+        note(route=self.url_rule.rule if self.url_rule else None)
+        super().close()
+
+
+def _log_access(environ: WSGIEnvironment, access: Access, status: str) -> None:
+    rule = access.fields.pop("route", None)
+    method, code = environ.get("REQUEST_METHOD", ""), int(status[:3] or 0)
     fields = {
-        "request_id": access.request_id, "method": method, "route": rule, "status": status,
+        "request_id": access.request_id, "method": method, "route": rule, "status": code,
         "duration_ms": round((time.perf_counter() - access.started) * 1000, 2), **access.fields,
     }  # fmt: skip
     # makeRecord and handle, not info(): the caller's file and line are never logged, and
@@ -131,13 +166,12 @@ def _finish(response: Response) -> Response:
     access_log.handle(
         access_log.makeRecord(
             access_log.name, logging.INFO, "", 0, "%s %s %s",
-            (method, rule or "(no route)", status), None, extra=fields,
+            (method, rule or "(no route)", code), None, extra=fields,
         )
     )  # fmt: skip
-    return response
 
 
 def init_app(app: Flask, settings: Settings) -> None:
     configure(settings.log_format)
-    app.before_request(_start)
-    app.after_request(_finish)
+    app.request_class = Request
+    app.wsgi_app = AccessLog(app.wsgi_app)  # type: ignore[method-assign]

@@ -175,7 +175,7 @@ TOKEN_REPLY = {
     },
 }
 OPERATOR_401 = _reply("No operator key", _error("unauthorized"), WWW_AUTH)
-OPERATOR = [{"operatorBasic": []}, {"operatorBearer": []}]
+OPERATOR: list[dict[str, list[str]]] = [{"operatorBasic": []}, {"operatorBearer": []}]
 
 
 TIME = {"type": "string", "format": "date-time"}

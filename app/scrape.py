@@ -28,7 +28,7 @@ def exposition(runtime: Runtime) -> bytes:
     if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         return generate_latest(REGISTRY) + generate_latest(shared)
     counted = CollectorRegistry()  # fresh per scrape: it reads every worker's files
-    multiprocess.MultiProcessCollector(counted)
+    multiprocess.MultiProcessCollector(counted)  # type: ignore[no-untyped-call]
     shared.register(Workers())
     return generate_latest(counted) + generate_latest(shared)
 
@@ -39,7 +39,7 @@ class Workers:
     def collect(self) -> Iterator[Metric]:
         merged: dict[str, Metric] = {}
         for pid in _pids():
-            collector = ProcessCollector(pid=lambda pid=pid: pid, registry=None)
+            collector = ProcessCollector(pid=lambda pid=pid: pid, registry=None)  # type: ignore[misc]
             for family in collector.collect():
                 into = merged.setdefault(
                     family.name, Metric(family.name, family.documentation, family.type)

@@ -100,12 +100,16 @@ def clock() -> FrozenClock:
 
 
 @pytest.fixture
-def settings(database_url: str, tmp_path: Path) -> Settings:
+def settings(database_url: str, tmp_path: Path, request: pytest.FixtureRequest) -> Settings:
+    """Test settings; a test changes some with ``@pytest.mark.settings(name=value, ...)``."""
+    marker = request.node.get_closest_marker("settings")
     return Settings(
         database_url=database_url,
         instance_path=tmp_path / "instance",
         allow_http_token_urls=True,
         log_format="json",
+        upstream_timeout=1.0,  # loopback token servers answer at once, or are meant to hang
+        **(marker.kwargs if marker else {}),
     )
 
 

@@ -294,7 +294,7 @@ def test_database_unavailable_is_503_with_retry_after(
     dead = create_engine(
         "postgresql+psycopg://nobody@127.0.0.1:1/none", connect_args={"connect_timeout": 1}
     )
-    runtime.sessions = make_sessionmaker(dead)
+    client.application.extensions["vault"] = runtime.replace(sessions=make_sessionmaker(dead))
     response = deliver(client, delegation_body(clock()))
     assert (response.status_code, response.json["error"]) == (503, "unavailable")
     assert int(response.headers["Retry-After"]) >= 1

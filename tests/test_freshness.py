@@ -7,6 +7,7 @@ that never served at all, fails here.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
@@ -105,6 +106,7 @@ def test_a_read_overtaken_by_a_commit_is_not_served_to_a_thread_that_already_saw
             assert other_thread.submit(serve).result() == 1  # ... the other thread sees it ...
             return value  # ... and only then is the old read handed back to be remembered
 
+        runtime.reads.forget()  # so that this thread reads rather than reuses the first read
         assert runtime.reads.begin().get("keys", read_then_commit) == 0
         assert other_thread.submit(serve).result() == 1  # never the overtaken 0
 
@@ -178,3 +180,100 @@ def test_a_key_refused_as_unknown_is_accepted_once_another_process_stores_it(
             )
         )  # fmt: skip
     assert ask(client, presented).status_code == 404  # known now; no delegation stored
+
+
+def test_the_memo_shares_only_frozen_values_between_threads(
+    client: FlaskClient, runtime: Runtime, key: str, delegated: None
+) -> None:
+    import dataclasses
+
+    for _ in range(3):  # the first request reads and remembers, the others reuse
+        assert ask(client, key).status_code == 200
+    memo = runtime.reads._memo
+    if runtime.engine.dialect.name == "sqlite" or memo:
+        assert {name for name, *_ in memo} == {"service_key", "delegation", "token"}
+    for value in memo.values():
+        frozen = dataclasses.is_dataclass(value) and type(value).__dataclass_params__.frozen  # type: ignore[attr-defined]
+        assert frozen, (
+            f"{type(value).__name__} in the memo can be changed by one thread under another"
+        )
+
+
+def test_concurrent_requests_share_probes(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reads, asked = runtime.reads, []
+    ask = reads._ask
+
+    def slow_ask() -> object:
+        asked.append(1)
+        time.sleep(0.05)  # a probe in flight while the others arrive
+        return ask()
+
+    monkeypatch.setattr(reads, "_ask", slow_ask)
+    barrier = threading.Barrier(16)
+
+    def one(_: int) -> bool:
+        barrier.wait()
+        return reads.begin().live
+
+    with ThreadPoolExecutor(16) as pool:
+        assert all(pool.map(one, range(16)))
+    assert len(asked) < 16 / 2  # one probe answers every request that arrived before it was sent
+
+
+def test_a_request_never_uses_a_probe_sent_before_it_arrived(
+    runtime: Runtime, other_process: Engine, clock: FrozenClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    load, _runs = counting(runtime.engine)
+    assert runtime.reads.begin().get("keys", load) == 0
+    reads, ask = runtime.reads, runtime.reads._ask
+    answered, go_on = threading.Event(), threading.Event()
+
+    def held_ask() -> object:
+        answer = ask()  # the database answers before the commit below ...
+        answered.set()
+        go_on.wait(10)  # ... and the answer is still on its way when the next request arrives
+        return answer
+
+    monkeypatch.setattr(reads, "_ask", held_ask)
+    with ThreadPoolExecutor(2) as pool:
+        first = pool.submit(lambda: reads.begin().get("keys", load))
+        assert answered.wait(10)
+        monkeypatch.setattr(reads, "_ask", ask)
+        add_key(other_process, "meanwhile", clock)
+        second = pool.submit(lambda: reads.begin().get("keys", load))
+        time.sleep(0.05)  # let the second request arrive while the first probe is in flight
+        go_on.set()
+        assert second.result(10) == 1  # it waited for a probe of its own, sent after the commit
+        first.result(10)
+
+
+def test_concurrent_requests_needing_the_same_read_make_it_once(runtime: Runtime) -> None:
+    runs: list[int] = []
+
+    def slow_load() -> int:
+        runs.append(1)
+        time.sleep(0.05)  # the others ask while this read is in progress
+        return 7
+
+    barrier = threading.Barrier(16)
+
+    def one(_: int) -> int:
+        snapshot = runtime.reads.begin()
+        barrier.wait()
+        return snapshot.get("keys", slow_load)
+
+    with ThreadPoolExecutor(16) as pool:
+        assert list(pool.map(one, range(16))) == [7] * 16
+    assert len(runs) < 16 / 2
+
+
+def test_a_failed_read_is_not_shared(runtime: Runtime) -> None:
+    def failing() -> int:
+        raise RuntimeError("the database went away")
+
+    snapshot = runtime.reads.begin()
+    with pytest.raises(RuntimeError):
+        snapshot.get("keys", failing)
+    assert snapshot.get("keys", lambda: 3) == 3  # read again, not the failure remembered

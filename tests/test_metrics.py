@@ -37,11 +37,11 @@ def value(samples: dict[tuple[str, frozenset], float], name: str, /, **labels: s
     return samples.get((name, frozenset(labels.items())), 0.0)
 
 
+@pytest.mark.settings(upstream_max_attempts=1)
 def test_every_token_request_is_counted_with_its_result_and_app(
     client: FlaskClient, runtime: Runtime, operator: dict[str, str], key: str,
     oauth: TokenServer, clock: FrozenClock,
 ) -> None:  # fmt: skip
-    runtime.settings = runtime.settings.replace(upstream_max_attempts=1)
     other = create_key(runtime, "other", apps=["billing"])
     oauth.then(Reply(400, {"error": "invalid_grant"}), Reply(503, {}))
     asked = [

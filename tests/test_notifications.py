@@ -87,8 +87,8 @@ def test_the_circuit_opening_and_closing_write_one_event_each(runtime: Runtime) 
 @pytest.fixture
 def sender(runtime: Runtime, clock: FrozenClock):  # type: ignore[no-untyped-def]
     with receiving() as receiver:
-        runtime.settings = runtime.settings.replace(notify_url=receiver.url, notify_secret=SECRET)
-        notifier = notify.Notifier(runtime)  # not started: the test calls tick() itself
+        settings = runtime.settings.replace(notify_url=receiver.url, notify_secret=SECRET)
+        notifier = notify.Notifier(runtime.replace(settings=settings))  # started by tick()
         outbox.enable(runtime.engine)
         yield notifier, receiver
         notifier._stop.set()
@@ -156,8 +156,8 @@ def test_a_receiver_that_does_not_answer_never_holds_up_token_requests(
 ) -> None:
     with receiving() as receiver:
         receiver.hold = threading.Event()
-        runtime.settings = runtime.settings.replace(notify_url=receiver.url, notify_secret=SECRET)
-        notify.start(runtime)
+        settings = runtime.settings.replace(notify_url=receiver.url, notify_secret=SECRET)
+        notify.start(runtime.replace(settings=settings))
         oauth.then(Reply(400, {"error": "invalid_grant"}))
         assert ask(client, key).status_code == 502  # failing: an event is written
         receiver.wait_for_arrival(1)  # the sender is now inside its POST, waiting

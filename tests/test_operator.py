@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 
 import pytest
+from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import create_engine, text
 
@@ -18,10 +19,10 @@ def basic(key: str, user: str = "ops") -> dict[str, str]:
     return {"Authorization": "Basic " + base64.b64encode(f"{user}:{key}".encode()).decode()}
 
 
-def test_healthz_needs_no_database(client: FlaskClient, runtime: Runtime) -> None:
-    runtime.sessions = make_sessionmaker(
-        create_engine("postgresql+psycopg://nobody@127.0.0.1:1/none")
-    )
+def test_healthz_needs_no_database(app: Flask, runtime: Runtime) -> None:
+    dead = make_sessionmaker(create_engine("postgresql+psycopg://nobody@127.0.0.1:1/none"))
+    app.extensions["vault"] = runtime.replace(sessions=dead)
+    client = app.test_client()
     assert (client.get("/healthz").status_code, client.get("/healthz").json) == (
         200,
         {"status": "ok"},
@@ -34,8 +35,10 @@ def test_readyz_is_200_when_database_schema_and_keyring_are_good(client: FlaskCl
     assert all(check["ok"] for check in response.json["checks"].values())
 
 
-def test_readyz_names_a_wrong_keyring(client: FlaskClient, runtime: Runtime) -> None:
-    runtime.keyring = parse_keyring([new_key_entry("test1")])  # same id, another key
+def test_readyz_names_a_wrong_keyring(app: Flask, runtime: Runtime) -> None:
+    wrong = parse_keyring([new_key_entry("test1")])  # same id, another key
+    app.extensions["vault"] = runtime.replace(keyring=wrong)
+    client = app.test_client()
     response = client.get("/readyz")
     assert (response.status_code, response.json["failing"]) == (503, ["keyring"])
     assert (
@@ -50,11 +53,12 @@ def test_readyz_names_a_schema_below_head(client: FlaskClient, runtime: Runtime)
     assert response.status_code == 503 and "migrations" in response.json["failing"]
 
 
-def test_readyz_names_the_database_when_it_is_gone(client: FlaskClient, runtime: Runtime) -> None:
+def test_readyz_names_the_database_when_it_is_gone(app: Flask, runtime: Runtime) -> None:
     dead = create_engine(
         "postgresql+psycopg://vault:hunter2@127.0.0.1:1/none", connect_args={"connect_timeout": 1}
     )
-    runtime.sessions = make_sessionmaker(dead)
+    app.extensions["vault"] = runtime.replace(sessions=make_sessionmaker(dead))
+    client = app.test_client()
     response = client.get("/readyz")
     assert response.status_code == 503 and response.json["failing"][0] == "database"
     assert "hunter2" not in response.get_data(as_text=True)
@@ -74,8 +78,8 @@ def test_operator_pages_need_an_operator_key(
     assert client.get(path, headers={"Authorization": f"Bearer {operator}"}).status_code == 200
 
 
-def test_metrics_can_be_public(client: FlaskClient, runtime: Runtime) -> None:
-    runtime.settings = runtime.settings.replace(metrics_public=True)
+@pytest.mark.settings(metrics_public=True)
+def test_metrics_can_be_public(client: FlaskClient) -> None:
     response = client.get("/metrics")
     assert response.status_code == 200
     assert "dv_callbacks_total" in response.get_data(as_text=True)

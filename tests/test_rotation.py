@@ -61,7 +61,9 @@ def test_reencrypt_in_interrupted_batches_moves_everything_and_the_old_key_can_g
     seed(client, clock, tenants=5)
     before = everything(runtime)
 
-    runtime.keyring = parse_keyring([B, A])  # B is primary now; A still opens old values
+    runtime = runtime.replace(
+        keyring=parse_keyring([B, A])
+    )  # B is primary now; A still opens old values
     with runtime.session() as session:
         first = rotation.reencrypt(session, runtime.keyring, batch=2, limit=4)  # interrupted
         assert first.moved == 4
@@ -70,7 +72,7 @@ def test_reencrypt_in_interrupted_batches_moves_everything_and_the_old_key_can_g
         counts = rotation.rows_per_key(session)
     assert rest.moved > 0 and set(counts) == {"keyB"}
 
-    runtime.keyring = parse_keyring([B])
+    runtime = runtime.replace(keyring=parse_keyring([B]))
     assert everything(runtime) == before
     with runtime.session() as session:
         assert rotation.reencrypt(session, runtime.keyring).moved == 0  # nothing left: idempotent
@@ -78,7 +80,7 @@ def test_reencrypt_in_interrupted_batches_moves_everything_and_the_old_key_can_g
 
 def test_a_value_not_under_the_keyring_is_an_error_not_skipped(runtime: Runtime) -> None:
     register_app(runtime)
-    runtime.keyring = parse_keyring([B])  # keyA is gone before rotation
+    runtime = runtime.replace(keyring=parse_keyring([B]))  # keyA is gone before rotation
     with runtime.session() as session, pytest.raises(DecryptionError):
         rotation.reencrypt(session, runtime.keyring)
 
@@ -88,7 +90,7 @@ def test_a_write_during_reencryption_is_not_overwritten(
 ) -> None:
     register_app(runtime)
     seed(client, clock, tenants=30)
-    runtime.keyring = parse_keyring([B, A])
+    runtime = runtime.replace(keyring=parse_keyring([B, A]))
     serving = create_app(runtime=runtime).test_client()
     new_user = "ffffffff-1cce-4e6b-aad9-7e6820a99aa7"
     start = threading.Event()

@@ -87,7 +87,8 @@ def test_attention_lists_open_circuits_rejections_old_keys_and_disabled_tenants(
     )
     clock.advance(1)
     deliver(client, lifecycle_body(clock(), "disable"), LIFECYCLE)
-    runtime.keyring = parse_keyring([new_key_entry("test2"), _entry_of(runtime, "test1")])
+    keyring = parse_keyring([new_key_entry("test2"), _entry_of(runtime, "test1")])
+    client.application.extensions["vault"] = runtime.replace(keyring=keyring)
     texts = [
         item["text"] for item in client.get("/status.json", headers=operator).json["attention"]
     ]

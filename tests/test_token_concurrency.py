@@ -8,7 +8,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -16,15 +15,10 @@ import httpx
 import pytest
 from flask import Flask
 
-from app import create_app
-from tests.builders import create_key, delegation_body, register_app
+from tests.builders import delegation_body
 from tests.support import service
-from tests.support.clock import FrozenClock
 from tests.support.oauth_server import Reply, TokenServer
-from tests.token_fixtures import SCOPES, TOKEN, deliver
-from vault.crypto import new_key_entry, parse_keyring
-from vault.runtime import Runtime, ensure_key_check
-from vault.settings import Settings
+from tests.token_fixtures import TOKEN
 
 
 def test_twenty_threads_on_one_key_make_one_upstream_call(
@@ -50,16 +44,15 @@ def test_twenty_threads_on_one_key_make_one_upstream_call(
     assert oauth.calls == 1
 
 
+@pytest.mark.settings(upstream_max_attempts=1)
 @pytest.mark.parametrize(
     ("reply", "status"),
     [(Reply(503, {}, delay=0.3), 503), (Reply(400, {"error": "invalid_grant"}, delay=0.3), 502)],
     ids=["unavailable", "rejected"],
 )
 def test_a_burst_against_a_failing_endpoint_makes_one_call_and_shares_its_error(
-    app: Flask, runtime: Runtime, key: str, oauth: TokenServer, delegated: None,
-    reply: Reply, status: int,
-) -> None:  # fmt: skip
-    runtime.settings = runtime.settings.replace(upstream_max_attempts=1)
+    app: Flask, key: str, oauth: TokenServer, delegated: None, reply: Reply, status: int
+) -> None:
     oauth.default = reply
     barrier = threading.Barrier(10)
 
@@ -77,38 +70,6 @@ def test_a_burst_against_a_failing_endpoint_makes_one_call_and_shares_its_error(
         statuses = list(pool.map(one, range(10)))
     assert statuses == [status] * 10
     assert oauth.calls == 1  # the waiters shared the first caller's answer
-
-
-@pytest.fixture
-def shared(
-    database_url: str, tmp_path: Path, oauth: TokenServer
-) -> Iterator[tuple[dict[str, str], str]]:
-    """A seeded database, the environment to serve it, and a service key."""
-    entry = new_key_entry("conc1")
-    clock = FrozenClock()
-    settings = Settings(
-        database_url=database_url, instance_path=tmp_path / "instance", allow_http_token_urls=True
-    )
-    runtime = Runtime.build(settings, keyring=parse_keyring([entry]))
-    ensure_key_check(runtime)
-    register_app(runtime, token_url=oauth.url, scope="seismic.library.view", allowed_scopes=SCOPES)
-    key = create_key(runtime, "svc")
-    runtime.clock = clock
-    import datetime as dt
-
-    clock.set(dt.datetime.now(dt.UTC))
-    deliver(create_app(runtime=runtime).test_client(), delegation_body(clock()))
-    runtime.close()
-    env = {
-        "DATABASE_URL": database_url,
-        "DV_KEYS": entry,
-        "DV_KEYS_FILE": "",
-        "DV_ENV": "development",
-        "DV_ALLOW_HTTP_TOKEN_URLS": "1",
-        "DV_INSTANCE_PATH": str(tmp_path / "instance"),
-        "PROMETHEUS_MULTIPROC_DIR": str(service.metrics_dir(tmp_path)),
-    }
-    yield env, key
 
 
 # One worker process: build the app from the environment, warm it up, say "ready", wait for "go"

@@ -54,10 +54,10 @@ def test_a_success_clears_the_failure_and_keeps_what_the_last_one_was(
     assert row.last_success_at == clock() and row.last_failure_reason == "invalid_grant"
 
 
+@pytest.mark.settings(upstream_max_attempts=1)
 def test_an_endpoint_that_keeps_failing_is_upstream_unavailable_with_what_it_answered(
     client: FlaskClient, runtime: Runtime, key: str, oauth: TokenServer
 ) -> None:
-    runtime.settings = runtime.settings.replace(upstream_max_attempts=1)
     oauth.default = Reply(503, {})
     assert ask(client, key).status_code == 503
     row = health(runtime)

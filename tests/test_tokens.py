@@ -17,10 +17,14 @@ from vault import apps, circuit
 from vault.db import writing
 from vault.models import CachedToken, UpstreamHealth
 from vault.runtime import Runtime
-from vault.tokens import for_runtime
 
 pytestmark = pytest.mark.usefixtures("delegated")
 OTHER_USER = "c59e244c-1cce-4e6b-aad9-7e6820a99aa7"
+
+
+def fresh_process_cache(runtime: Runtime) -> None:
+    """Forget the process's copies, as a newly started worker would not have them."""
+    runtime.tokens._items.clear()
 
 
 def cached_rows(runtime: Runtime) -> int:
@@ -32,21 +36,23 @@ def test_the_shared_cache_serves_a_new_process_without_an_upstream_call(
     client: FlaskClient, runtime: Runtime, key: str, oauth: TokenServer
 ) -> None:
     token = ask(client, key).json["access_token"]
-    for_runtime(runtime).local = type(for_runtime(runtime).local)()  # a fresh process cache
+    fresh_process_cache(runtime)
     again = ask(client, key).json
     assert (again["source"], again["access_token"], oauth.calls) == ("cache", token, 1)
 
 
 def test_refresh_margin_is_capped_at_half_the_lifetime(
-    client: FlaskClient, key: str, oauth: TokenServer, clock: FrozenClock
+    client: FlaskClient, runtime: Runtime, key: str, oauth: TokenServer, clock: FrozenClock
 ) -> None:
     oauth.default = Reply(expires_in=400)  # margin 300 > 400/2: refresh once 200 s are left
     first = ask(client, key, min_ttl=0).json["access_token"]
-    clock.advance(199)
+    clock.advance(199)  # 201 s left: inside a 300 s margin, not inside 200 s
     assert ask(client, key, min_ttl=0).json["access_token"] == first
-    clock.advance(2)
-    assert ask(client, key, min_ttl=0).json["source"] == "upstream"
-    assert oauth.calls == 2
+    assert runtime.background.idle(10) and oauth.calls == 1
+    clock.advance(22)  # 179 s left: inside the capped margin, whatever the jitter (up to 10 %)
+    assert ask(client, key, min_ttl=0).json["access_token"] == first  # served; refresh begins
+    assert runtime.background.idle(10) and oauth.calls == 2
+    assert ask(client, key, min_ttl=0).json["access_token"] != first
 
 
 def test_default_margin_and_min_ttl_decide_freshness(
@@ -68,17 +74,17 @@ def test_a_leader_serves_the_token_it_fetched_even_if_storing_it_ate_its_margin(
     clock: FrozenClock,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from vault.tokens import Tokens
+    from vault.cache import TokenCache
 
     oauth.default = Reply(expires_in=4)  # refresh margin: min(300, 4 / 2) = 2 s
-    store = Tokens._store
+    store = TokenCache.put
 
-    def slow_store(self: Tokens, *args: object) -> object:
+    def slow_store(self: TokenCache, *args: object) -> object:
         stored = store(self, *args)  # type: ignore[arg-type]
         clock.advance(3)  # a commit slower than half the token's life
         return stored
 
-    monkeypatch.setattr(Tokens, "_store", slow_store)
+    monkeypatch.setattr(TokenCache, "put", slow_store)
     reply = ask(client, key, min_ttl=0)
     assert (reply.status_code, reply.json["source"]) == (200, "upstream")
     assert oauth.calls == 1  # not fetched again, and again, for a margin it can never meet
@@ -156,7 +162,7 @@ def test_429_retry_after_is_honoured(
     client: FlaskClient, runtime: Runtime, key: str, oauth: TokenServer
 ) -> None:
     pauses: list[float] = []
-    for_runtime(runtime).upstream.sleep = pauses.append  # recorded, not slept
+    runtime.upstream.sleep = pauses.append  # recorded, not slept
     oauth.then(Reply(429, {"error": "slow_down"}, {"Retry-After": "1"}))
     assert ask(client, key).status_code == 200
     assert (pauses, oauth.calls) == ([1.0], 2)  # it waited as asked before the second try
@@ -199,11 +205,10 @@ def test_malformed_answers_are_502_and_never_followed(
     assert oauth.calls == 1
 
 
+@pytest.mark.settings(upstream_max_attempts=1)
 def test_the_circuit_opens_after_repeated_failures_and_a_probe_closes_it(
     client: FlaskClient, runtime: Runtime, key: str, oauth: TokenServer, clock: FrozenClock
 ) -> None:
-    runtime.settings = runtime.settings.replace(upstream_max_attempts=1)
-    for_runtime(runtime).upstream.settings = runtime.settings
     oauth.then(*[Reply(503, {})] * circuit.THRESHOLD)
     for _ in range(circuit.THRESHOLD):
         assert ask(client, key).status_code == 503
@@ -311,20 +316,22 @@ def test_a_cached_token_the_keyring_cannot_open_is_a_miss_not_an_error(
     with runtime.session() as session, writing(session):
         row = session.scalars(select(CachedToken)).one()
         row.access_token = "dv1:gone:" + row.access_token.split(":", 2)[2]
-    for_runtime(runtime).local = type(for_runtime(runtime).local)()
+    fresh_process_cache(runtime)
     response = ask(client, key)
     assert (response.status_code, response.json["source"], oauth.calls) == (200, "upstream", 2)
 
 
 def test_while_the_upstream_is_down_a_token_inside_its_margin_serves_until_min_ttl(
-    client: FlaskClient, key: str, oauth: TokenServer, clock: FrozenClock
+    client: FlaskClient, runtime: Runtime, key: str, oauth: TokenServer, clock: FrozenClock
 ) -> None:
     token = ask(client, key).json["access_token"]
     oauth.default = Reply(503, {})
     clock.advance(3600 - 200)  # inside the 300 s refresh margin, above the 60 s min_ttl
     degraded = ask(client, key)
     assert (degraded.status_code, degraded.json["access_token"]) == (200, token)
+    assert runtime.background.idle(30)
     assert degraded.json["source"] == "cache" and oauth.calls == 1 + 3  # it did try to refresh
+    assert ask(client, key).json["access_token"] == token  # no second try at once
     clock.advance(150)  # 50 s left: below min_ttl
     assert ask(client, key).status_code == 503
 

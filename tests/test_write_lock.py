@@ -42,7 +42,7 @@ def test_a_writer_waits_while_another_process_holds_the_database_write_lock(tmp_
 def test_the_lock_is_reentrant_and_released_with_the_outermost_exit(tmp_path: Path) -> None:
     engine = make_engine(f"sqlite:///{tmp_path / 'vault.db'}")
     lock_file = tmp_path / "vault.db-writer.lock"
-    with write_lock(engine), write_lock(engine):
+    with make_sessionmaker(engine)() as session, write_lock(session), write_lock(session):
         probe = os.open(lock_file, os.O_RDWR)
         with pytest.raises(BlockingIOError):
             fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from vault import apps, chain, metrics, rejections, signatures
 from vault.crypto import Keyring
-from vault.db import writing
+from vault.db import reading, writing
 from vault.delegations import delegated_user, evict_tokens
 from vault.errors import AppMismatch, PayloadTooLarge, RequestExpired, VaultError
 from vault.models import Delegation, DelegationHistory, ProcessedRequest, State
@@ -72,10 +72,10 @@ def receive(
     """Take one vendor callback through the contract's checks, in the contract's order."""
     if len(raw) > MAX_BODY:
         raise PayloadTooLarge()
-    app = apps.get_app(session, slug)
-    app_id, vendor_app_id = app.id, app.vendor_app_id
-    current, previous = apps.signing_secrets(keyring, app, now)
-    session.rollback()  # end the read transaction before the write one
+    with reading(session):  # ended before the write transaction
+        app = apps.get_app(session, slug)
+        app_id, vendor_app_id = app.id, app.vendor_app_id
+        current, previous = apps.signing_secrets(keyring, app, now)
     signatures.verify(raw, headers, current, previous)
     callback = parse_callback(raw, kind)
     if callback.app_id != vendor_app_id:
@@ -98,7 +98,6 @@ def apply(
         except IntegrityError:
             # Another writer inserted the same request id or the same new tenant first; on
             # PostgreSQL the loser only learns it at commit-time ordering, so look again.
-            session.rollback()
             if _already_processed(session, app_id, cb.request_id):
                 return Outcome.DUPLICATE
     raise RuntimeError("callback could not be applied after three attempts")

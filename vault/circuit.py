@@ -16,7 +16,7 @@ from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from vault import notify, rows
-from vault.db import writing
+from vault.db import reading, writing
 from vault.errors import UpstreamUnavailable
 from vault.models import UpstreamHealth
 
@@ -28,10 +28,9 @@ LATENCIES_KEPT = 20
 
 def admit(session: Session, host: str, now: dt.datetime) -> None:
     """Let a call through, or raise UpstreamUnavailable while the circuit is open."""
-    session.rollback()
-    health = session.get(UpstreamHealth, host, populate_existing=True)
-    until = health.circuit_open_until if health else None
-    session.rollback()
+    with reading(session):
+        health = session.get(UpstreamHealth, host, populate_existing=True)
+        until = health.circuit_open_until if health else None
     if until is None:
         return
     if until > now:

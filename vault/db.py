@@ -6,7 +6,6 @@ import contextlib
 import fcntl
 import os
 import threading
-import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 IMMEDIATE = "dv_immediate"
+WRITE_LOCK = "dv_write_lock"  # in Session.info
 
 
 class WriteLock:
@@ -58,9 +58,6 @@ class WriteLock:
             self._fd = None
 
 
-_WRITE_LOCKS: weakref.WeakKeyDictionary[Engine, WriteLock] = weakref.WeakKeyDictionary()
-
-
 def make_engine(url: str, **kwargs: Any) -> Engine:
     """An engine for ``url``; SQLite files are created with their folder."""
     parsed = make_url(url)
@@ -71,18 +68,15 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         kwargs.setdefault("pool_timeout", 5)
         kwargs.setdefault("connect_args", {"connect_timeout": 3})
         return create_engine(url, **kwargs)
-    lock_path = None
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         # Created owner-only: the file holds ciphertext, but names, hashes and states too.
         os.close(os.open(parsed.database, os.O_RDWR | os.O_CREAT, 0o600))
-        lock_path = Path(f"{parsed.database}-writer.lock")
     kwargs.setdefault("connect_args", {"timeout": 10, "check_same_thread": False})
     kwargs.setdefault("pool_size", 10)
     kwargs.setdefault("max_overflow", 20)
     kwargs.setdefault("pool_timeout", 5)
     engine = create_engine(url, **kwargs)
-    _WRITE_LOCKS[engine] = WriteLock(lock_path)
     event.listen(engine, "connect", _sqlite_on_connect)
     event.listen(engine, "begin", _sqlite_on_begin)
     return engine
@@ -108,19 +102,38 @@ def _sqlite_on_begin(conn: Any) -> None:
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
-    return sessionmaker(bind=engine, expire_on_commit=False, autoflush=False)
+    """Sessions of ``engine``; on SQLite they carry the write lock their writers queue on."""
+    lock = None
+    if engine.dialect.name == "sqlite":
+        database = engine.url.database
+        in_file = database and database != ":memory:"
+        lock = WriteLock(Path(f"{database}-writer.lock") if in_file else None)
+    return sessionmaker(
+        bind=engine, expire_on_commit=False, autoflush=False, info={WRITE_LOCK: lock}
+    )
 
 
-def write_lock(engine: Engine) -> contextlib.AbstractContextManager[object]:
+def write_lock(session: Session) -> contextlib.AbstractContextManager[object]:
     """Held around every write transaction: serialises SQLite writers within the process."""
-    return _WRITE_LOCKS.get(engine) or contextlib.nullcontext()
+    return session.info.get(WRITE_LOCK) or contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def reading(session: Session) -> Iterator[Session]:
+    """One read transaction, ended on exit: none idles while the caller waits on a lock or the
+    network. What was read stays loaded (the session does not expire on commit). Inside a
+    transaction the caller already holds, the reads are part of it and the caller ends it."""
+    if session.in_transaction():
+        yield session
+        return
+    with session.begin():
+        yield session
 
 
 @contextlib.contextmanager
 def writing(session: Session) -> Iterator[Session]:
     """One write transaction: committed on exit, rolled back on error."""
-    bind = session.get_bind()
-    with write_lock(bind if isinstance(bind, Engine) else bind.engine), session.begin():
+    with write_lock(session), session.begin():
         session.connection(execution_options={IMMEDIATE: True})
         yield session
 

@@ -3,7 +3,7 @@
 A cached token must reflect every committed change at once (a revoked key, a new delegated user,
 a disable, a token evicted through another worker or instance). Rather than read the key, the
 delegation and the cache row on every request, each request asks the database one question:
-has anything at all been committed since this thread last asked?
+has anything at all been committed since this process last asked?
 
 - SQLite: ``PRAGMA data_version`` (about 3 µs, no query plan). It changes when any other
   connection, in any process, commits; a connection's own commits do not count, so the question is
@@ -14,11 +14,14 @@ has anything at all been committed since this thread last asked?
 While the answer is "nothing", reads made since the last change are reused. False alarms (a write
 to another table, another database on the same PostgreSQL server) only cost a fresh read.
 
-Why a stale read is never served to a request that starts after a commit: each thread's probe
-reports every commit since that thread's previous probe, and a probe that reports one replaces the
-process's memo before its request reads anything. A read is stored only into the memo that was
-current before the read began. So after a commit, the first probe of every thread empties the memo
-that could hold a read from before it, and no request serves from the memo before its own probe.
+Why a stale read is never served to a request that starts after a commit: a request uses only the
+answer of a probe sent after it arrived (concurrent requests share one: one probe is in flight at
+a time, on one connection, and the requests that arrive meanwhile wait for the next). Each probe
+reports every commit since the previous one, and a probe that reports one replaces the process's
+memo before any request it answers reads anything. A read is stored only into the memo that was
+current before the read began. So after a commit, the first probe sent empties the memo that could
+hold a read from before it, and no request that arrived after the commit serves from the memo
+before that.
 
 When the database does not answer (twice: the second time on a new connection), nothing can be
 committed through it either: the current memo keeps serving (cached tokens keep flowing), reads it
@@ -32,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import Callable, Hashable
 from typing import Any, TypeVar
 
@@ -67,8 +71,29 @@ class Snapshot:
 UNCACHED = Snapshot(None, live=True)  # for callers with no probe (commands, tests): always read
 
 
+class _Loading:
+    """A read in progress in the memo: requests asking for the same key wait for it."""
+
+    __slots__ = ("done", "failed", "value")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.failed = False
+        self.value: Any = None
+
+
+_MISSING = object()
+LOAD_WAIT = 15.0  # seconds a request waits for another's read before reading itself
+
+
 class Reads:
-    """The process's memo of reads and the per-thread probes that keep it honest."""
+    """The process's memo of reads and the change probe that keeps it honest.
+
+    Concurrent requests share probes: a request may use a probe's answer only if that probe was
+    sent after the request arrived, so that it reports every commit made before the request
+    began. One probe is in flight at a time, on one connection; the requests that arrive
+    meanwhile wait, and the first of them sends the next probe for all of them.
+    """
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
@@ -76,16 +101,28 @@ class Reads:
         in_memory = engine.dialect.name == "sqlite" and database in (None, "", ":memory:")
         # An in-memory SQLite database is private to each connection: a probe would see nothing.
         self._probe = None if in_memory else PROBES.get(engine.dialect.name)
-        self._local = threading.local()
-        self._lock = threading.Lock()
+        self._probing = threading.Lock()  # held while a probe is in flight
+        self._connection: PoolProxiedConnection | None = None
+        self._marker: object = None  # the last answer; None: no answer yet on this connection
+        self._answer = (-1, False)  # (when the last probe was sent, monotonic ns; did it answer)
         self._memo: dict[Hashable, Any] = {}
-        self._connections: list[PoolProxiedConnection] = []
         self._errors = (SQLAlchemyError, engine.dialect.loaded_dbapi.Error)
 
     def begin(self) -> Snapshot:
-        """Probe the database (once per request, before any read) and return the request's view."""
+        """The request's view: probed (or sharing a probe sent after it arrived) before any read."""
         if self._probe is None:
             return UNCACHED
+        arrived = time.monotonic_ns()
+        with self._probing:
+            sent, live = self._answer
+            if sent <= arrived:  # no probe was sent since this request arrived: send one
+                sent = time.monotonic_ns()
+                live = self._probe_once()
+                self._answer = (sent, live)
+        return Snapshot(self, live=live)
+
+    def _probe_once(self) -> bool:
+        """Ask, once more on a new connection if the first ask fails; forget on any change."""
         try:
             marker = self._ask()
         except self._errors:
@@ -97,24 +134,44 @@ class Reads:
             except self._errors as exc:
                 self._drop_connection()
                 log.warning("database did not answer the change probe: %s", type(exc).__name__)
-                return Snapshot(self, live=False)
-        if marker != getattr(self._local, "marker", None):  # a thread's first answer counts too
-            self._local.marker = marker
+                return False
+        if self._marker is None or marker != self._marker:  # a connection's first answer counts
+            self._marker = marker
             self.forget()
-        return Snapshot(self, live=True)
+        return True
 
     def get(self, key: Hashable, load: Callable[[], T], *, remember: bool) -> T:
         memo = self._memo  # taken before the read: a read lands only in the memo it began under
+        found = memo.get(key, _MISSING)
+        if found is _MISSING and remember and len(memo) < MAX_ENTRIES:
+            mine = _Loading()
+            found = memo.setdefault(key, mine)
+            if found is mine:
+                return self._load(memo, key, mine, load)
+        if isinstance(found, _Loading):
+            # Another request is making this very read under the same memo: after a commit, the
+            # threads of a busy process would otherwise all read the same rows at once.
+            if found.done.wait(LOAD_WAIT) and not found.failed:
+                return found.value  # type: ignore[no-any-return]
+            return load()  # its read failed or hangs: meet the database ourselves
+        if found is _MISSING:
+            value = load()
+            if remember:
+                self.forget()  # the memo is full: start over
+            return value
+        return found  # type: ignore[no-any-return]
+
+    @staticmethod
+    def _load(memo: dict[Hashable, Any], key: Hashable, mine: _Loading, load: Callable[[], T]) -> T:
         try:
-            return memo[key]  # type: ignore[no-any-return]
-        except KeyError:
-            pass
-        value = load()
-        if remember:
-            if len(memo) >= MAX_ENTRIES:
-                self.forget()
-            else:
-                memo[key] = value
+            mine.value = value = load()
+        except BaseException:
+            mine.failed = True
+            memo.pop(key, None)
+            raise
+        finally:
+            mine.done.set()
+        memo[key] = value
         return value
 
     def forget(self) -> None:
@@ -122,16 +179,12 @@ class Reads:
         self._memo = {}
 
     def close(self) -> None:
-        """Close every probe connection (each thread reconnects if it asks again)."""
-        with self._lock:
-            connections, self._connections = self._connections, []
-        for connection in connections:
-            _close_quietly(connection)
+        """Close the probe connection (the next probe opens a new one)."""
+        with self._probing:
+            self._drop_connection()
 
     def _ask(self) -> object:
-        connection = getattr(self._local, "connection", None)
-        if connection is None:
-            connection = self._connect()
+        connection = self._connection or self._connect()
         cursor = connection.cursor()
         try:
             cursor.execute(self._probe)
@@ -150,18 +203,12 @@ class Reads:
             assert driver is not None  # a checked-out connection always has one
             driver.autocommit = True
         connection.detach()
-        self._local.connection, self._local.marker = connection, None
-        with self._lock:
-            self._connections.append(connection)
+        self._connection, self._marker = connection, None
         return connection
 
     def _drop_connection(self) -> None:
-        connection = getattr(self._local, "connection", None)
-        self._local.connection, self._local.marker = None, None
+        connection, self._connection, self._marker = self._connection, None, None
         if connection is not None:
-            with self._lock:
-                if connection in self._connections:
-                    self._connections.remove(connection)
             _close_quietly(connection)
 
 

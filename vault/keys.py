@@ -13,7 +13,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from vault.db import writing
+from vault.db import reading, writing
 from vault.errors import BadValue, Forbidden, OperationalError, Unauthorized
 from vault.freshness import UNCACHED, Snapshot
 from vault.models import Role, ServiceKey
@@ -101,7 +101,8 @@ class _Stored:
 
 
 def _stored(session: Session, key_hash: str) -> _Stored | None:
-    key = session.scalar(select(ServiceKey).where(ServiceKey.key_hash == key_hash))
+    with reading(session):
+        key = session.scalar(select(ServiceKey).where(ServiceKey.key_hash == key_hash))
     if key is None:
         return None
     return _Stored(
@@ -141,12 +142,10 @@ def _touch(session: Session, key_id: int, now: dt.datetime) -> None:
     # A short transaction of its own, before the request's work starts (no second connection,
     # so a burst of requests cannot exhaust the pool); bookkeeping never fails a request.
     try:
-        session.rollback()
         with writing(session):
             stmt = update(ServiceKey).where(ServiceKey.id == key_id).values(last_used_at=now)
             session.execute(stmt.execution_options(synchronize_session=False))
     except SQLAlchemyError:
-        session.rollback()
         log.warning("could not record last use of a key", exc_info=False)
 
 

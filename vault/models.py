@@ -207,8 +207,10 @@ class CachedToken(Base):
     scope: Mapped[str] = mapped_column(Text, default="")
     access_token: Mapped[str] = mapped_column(Text, comment=CIPHERTEXT)
     token_type: Mapped[str] = mapped_column(String(32))
-    expires_at: Mapped[dt.datetime]
+    expires_at: Mapped[dt.datetime] = mapped_column(index=True)  # expired rows are swept by it
     obtained_at: Mapped[dt.datetime]
+    # The last stale_token eviction of this key: another is refused for ``cache.EVICT_EVERY``.
+    evicted_at: Mapped[dt.datetime | None]
 
 
 class UpstreamHealth(Base):

@@ -189,8 +189,8 @@ _running: weakref.WeakSet[Notifier] = weakref.WeakSet()
 
 def start(runtime: Runtime) -> None:
     """Start this process's sender when DV_NOTIFY_URL is set (once per runtime)."""
-    if runtime.settings.notify_url and "notifier" not in runtime.services:
-        notifier = runtime.services["notifier"] = Notifier(runtime).start()
+    if runtime.settings.notify_url and runtime.started.notifier is None:
+        notifier = runtime.started.notifier = Notifier(runtime).start()
         _running.add(notifier)
 
 

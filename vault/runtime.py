@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from typing import Any
+from typing import Any, Protocol
 
+import httpx
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from vault import migrate
+from vault.background import Background
+from vault.cache import TokenCache
 from vault.clock import Clock, utcnow
 from vault.crypto import Keyring, load_keyring
 from vault.db import make_engine, make_sessionmaker, writing
@@ -17,24 +20,40 @@ from vault.errors import KeyringError
 from vault.freshness import Reads
 from vault.models import KeyCheck
 from vault.settings import Settings
+from vault.singleflight import Flights, KeyLocks
+from vault.upstream import Upstream
 from vault.window import Window
 
 
+class Closeable(Protocol):
+    def close(self) -> None: ...
+
+
 @dataclasses.dataclass
+class Started:
+    """What a runtime starts at most once, after it is built (the notification sender)."""
+
+    notifier: Closeable | None = None
+
+
+@dataclasses.dataclass(frozen=True)
 class Runtime:
+    """Built once per process: the settings, the keyring, the database, and the services that
+    keep state between requests (the change probe's memo, the token cache, single flight, the
+    token endpoint's connection pool). Nothing here is replaced while the process runs."""
+
     settings: Settings
     keyring: Keyring
     engine: Engine
     sessions: sessionmaker[Session]
-    clock: Clock = utcnow
-    # Process-local services (token cache, upstream client) hang here, built lazily by their
-    # modules; a dict keeps this module free of imports it does not need.
-    services: dict[str, Any] = dataclasses.field(default_factory=dict)
-    # Reads reused until the database reports a commit (see vault/freshness.py).
-    reads: Reads = dataclasses.field(init=False)
-
-    def __post_init__(self) -> None:
-        self.reads = Reads(self.engine)
+    clock: Clock
+    reads: Reads  # reads reused until the database reports a commit (vault/freshness.py)
+    tokens: TokenCache
+    flights: Flights
+    locks: KeyLocks
+    upstream: Upstream
+    background: Background  # refreshes ahead of expiry, sweeps of expired cache rows
+    started: Started = dataclasses.field(default_factory=Started)
 
     @classmethod
     def build(
@@ -45,21 +64,38 @@ class Runtime:
         engine: Engine | None = None,
         clock: Clock = utcnow,
         create_key: bool = False,
+        transport: httpx.BaseTransport | None = None,
     ) -> Runtime:
         keyring = keyring or load_keyring(settings, create=create_key)
         engine = engine or make_engine(settings.database_url)
-        return cls(settings, keyring, engine, make_sessionmaker(engine), clock)
+        return cls(
+            settings=settings,
+            keyring=keyring,
+            engine=engine,
+            sessions=make_sessionmaker(engine),
+            clock=clock,
+            reads=Reads(engine),
+            tokens=TokenCache(),
+            flights=Flights(),
+            locks=KeyLocks(engine),
+            upstream=Upstream(settings, transport=transport),
+            background=Background(),
+        )
+
+    def replace(self, **changes: Any) -> Runtime:
+        """The same process services with another keyring, clock or sessions (for tests)."""
+        return dataclasses.replace(self, **changes)
 
     def session(self) -> Session:
         return self.sessions()
 
     def close(self) -> None:
-        """Close process-local services (HTTP clients) and the engine's connections."""
-        for service in self.services.values():
-            close = getattr(service, "close", None)
-            if callable(close):
-                close()
-        self.services.clear()
+        """Finish background work; close the token endpoint's, the probe's and the engine's
+        connections."""
+        if self.started.notifier is not None:
+            self.started.notifier.close()
+        self.background.close()
+        self.upstream.close()
         self.reads.close()
         self.engine.dispose()
 

@@ -136,8 +136,34 @@ class KeyLocks:
             yield False
 
     @contextlib.contextmanager
+    def try_hold(self, key: str) -> Iterator[bool]:
+        """Hold ``key`` if no one else does; yields False (holding nothing) if someone does."""
+        if self.engine.dialect.name == "postgresql":
+            with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                number = _lock_number(key)
+                got = conn.execute(text("SELECT pg_try_advisory_lock(:n)"), {"n": number}).scalar()
+                try:
+                    yield bool(got)
+                finally:
+                    if got:
+                        conn.execute(text("SELECT pg_advisory_unlock(:n)"), {"n": number})
+        elif self._dir is not None:
+            fd = self._open_stripe(key)
+            try:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    yield False
+                    return
+                yield True
+            finally:
+                os.close(fd)
+        else:
+            yield True
+
+    @contextlib.contextmanager
     def _advisory_lock(self, key: str) -> Iterator[bool]:
-        number = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big", signed=True)
+        number = _lock_number(key)
         # Autocommit: the lock belongs to the connection, and no transaction idles while the
         # holder waits on the token endpoint.
         with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
@@ -159,10 +185,7 @@ class KeyLocks:
 
     @contextlib.contextmanager
     def _file_lock(self, key: str) -> Iterator[bool]:
-        assert self._dir is not None
-        self._dir.mkdir(mode=0o700, exist_ok=True)
-        stripe = int(key[:8], 16) % STRIPES
-        fd = os.open(self._dir / f"{stripe:04d}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        fd = self._open_stripe(key)
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -173,3 +196,13 @@ class KeyLocks:
             yield waited
         finally:
             os.close(fd)  # releases the lock
+
+    def _open_stripe(self, key: str) -> int:
+        assert self._dir is not None
+        self._dir.mkdir(mode=0o700, exist_ok=True)
+        stripe = int(key[:8], 16) % STRIPES
+        return os.open(self._dir / f"{stripe:04d}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+
+
+def _lock_number(key: str) -> int:
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big", signed=True)

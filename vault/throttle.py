@@ -15,7 +15,7 @@ import math
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from vault.db import writing
+from vault.db import reading, writing
 from vault.errors import UpstreamUnavailable
 from vault.models import UpstreamThrottle
 
@@ -24,10 +24,9 @@ THROTTLED = "http_429"  # the reason the token client gives a 429 that outlasted
 
 def admit(session: Session, app_id: int, tenant: str | None, now: dt.datetime) -> None:
     """Raise UpstreamUnavailable (no call made) while the target is held after a 429."""
-    session.rollback()
-    held = session.get(UpstreamThrottle, (app_id, tenant or ""), populate_existing=True)
-    until = held.until if held else None
-    session.rollback()
+    with reading(session):
+        held = session.get(UpstreamThrottle, (app_id, tenant or ""), populate_existing=True)
+        until = held.until if held else None
     if until is not None and until > now:
         wait = math.ceil((until - now).total_seconds())
         raise UpstreamUnavailable("throttled", retry_after=wait)

@@ -138,7 +138,7 @@ def read_secrets(*names: str) -> list[str]:
     """One secret per line from standard input, or hidden prompts on a terminal."""
     if sys.stdin.isatty():
         return [getpass.getpass(f"{name}: ") for name in names]
-    values = []
+    values: list[str] = []
     for name in names:
         line = sys.stdin.readline()
         if not line.strip():
@@ -147,7 +147,7 @@ def read_secrets(*names: str) -> list[str]:
     return values
 
 
-class NonEmpty(click.ParamType):
+class NonEmpty(click.ParamType):  # type: ignore[type-arg]
     """Text that must not be empty: ``--tenant ""`` would otherwise read as "every tenant"."""
 
     name = "text"

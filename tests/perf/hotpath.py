@@ -39,24 +39,10 @@ App = Callable[[dict[str, Any], Callable[..., Any]], Any]
 def cached_service() -> Iterator[tuple[App, dict[str, Any], bytes]]:
     """The service app with one tenant's token cached, and the request to replay."""
     workdir = Path(tempfile.mkdtemp(prefix="dv-hotpath-"))
-    with bench.databases({"sqlite"}, workdir) as dbs, oauth_server.serving() as oauth:
-        db, keys = dbs["sqlite"](), new_key_entry("hot1")
-        rt = bench.runtime_for(db, keys, workdir)
-        builders.register_app(rt, token_url=oauth.url)
-        key = builders.create_key(rt, "hot")
-        bench.seed_delegations(rt, 1)
-        rt.close()
-        os.environ.update(bench.service_env(db, keys, workdir))
+    with seeded(workdir, tenants=1) as key:
         from app import create_app
 
-        body = json.dumps({"app": "zendesk", "tenant": "tenant0"}).encode()
-        environ = {
-            "REQUEST_METHOD": "POST", "PATH_INFO": "/internal/v1/token", "QUERY_STRING": "",
-            "SERVER_NAME": "bench", "SERVER_PORT": "80", "wsgi.url_scheme": "http",
-            "CONTENT_TYPE": "application/json", "CONTENT_LENGTH": str(len(body)),
-            "HTTP_AUTHORIZATION": f"Bearer {key}", "REMOTE_ADDR": "127.0.0.1",
-            "wsgi.errors": sys.stderr,
-        }  # fmt: skip
+        environ, body = token_request(key, {"app": "zendesk", "tenant": "tenant0"})
         # Log lines are formatted and written as in production, to /dev/null rather than a terminal
         # (the handler keeps the stream it was built with, so the sink stays open for the run).
         sink = open(os.devnull, "w")  # noqa: SIM115
@@ -65,6 +51,38 @@ def cached_service() -> Iterator[tuple[App, dict[str, Any], bytes]]:
         if not call(app, environ, body).startswith("200"):  # fills both cache levels
             raise RuntimeError("the service did not issue a token")
         yield app, environ, body
+
+
+@contextmanager
+def seeded(
+    workdir: Path, tenants: int, oauth: oauth_server.TokenServer | None = None
+) -> Iterator[str]:
+    """A SQLite database with an app, ``tenants`` delegations and a service key (yielded), and
+    the environment that serves it; the app's token endpoint is ``oauth`` or one of its own."""
+    with contextlib.ExitStack() as stack:
+        dbs = stack.enter_context(bench.databases({"sqlite"}, workdir))
+        oauth = oauth or stack.enter_context(oauth_server.serving())
+        db, keys = dbs["sqlite"](), new_key_entry("hot1")
+        rt = bench.runtime_for(db, keys, workdir)
+        builders.register_app(rt, token_url=oauth.url)
+        key = builders.create_key(rt, "hot")
+        bench.seed_delegations(rt, tenants)
+        rt.close()
+        os.environ.update(bench.service_env(db, keys, workdir))
+        yield key
+
+
+def token_request(key: str, fields: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
+    """The WSGI environ and body of a token request with ``fields``."""
+    body = json.dumps(fields).encode()
+    environ = {
+        "REQUEST_METHOD": "POST", "PATH_INFO": "/internal/v1/token", "QUERY_STRING": "",
+        "SERVER_NAME": "bench", "SERVER_PORT": "80", "wsgi.url_scheme": "http",
+        "CONTENT_TYPE": "application/json", "CONTENT_LENGTH": str(len(body)),
+        "HTTP_AUTHORIZATION": f"Bearer {key}", "REMOTE_ADDR": "127.0.0.1",
+        "wsgi.errors": sys.stderr,
+    }  # fmt: skip
+    return environ, body
 
 
 def call(app: App, environ: dict[str, Any], body: bytes) -> str:
@@ -107,7 +125,7 @@ def switches(app: Any) -> list[tuple[str, Callable[[], None]]]:
         ("access log line", lambda: logging.getLogger("delegation_vault.access").setLevel(logging.WARNING)),
         ("token request counter", lambda: setattr(tokens.metrics, "TOKEN_REQUESTS", Silent())),
         ("JSON body via get_json", lambda: setattr(internal.request.__class__, "get_json", plain_json)),
-        ("request-id and access hooks", lambda: (app.before_request_funcs.clear(), app.after_request_funcs.clear())),
+        ("request-id and access-line middleware", lambda: setattr(app, "wsgi_app", app.wsgi_app.app)),
         ("change probe", lambda: setattr(reads, "_ask", lambda: 1)),
     ]  # fmt: skip
 

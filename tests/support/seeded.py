@@ -31,12 +31,11 @@ def seed(database_url: str, workdir: Path, oauth: TokenServer, **env: str) -> Se
     settings = Settings(
         database_url=database_url, instance_path=workdir / "instance", allow_http_token_urls=True
     )
-    runtime = Runtime.build(settings, keyring=parse_keyring([entry]))
+    clock = FrozenClock(dt.datetime.now(dt.UTC))
+    runtime = Runtime.build(settings, keyring=parse_keyring([entry]), clock=clock)
     ensure_key_check(runtime)
     register_app(runtime, token_url=oauth.url, scope="seismic.library.view", allowed_scopes=SCOPES)
     service_key, operator_key = create_key(runtime, "svc"), create_key(runtime, "ops", "operator")
-    clock = FrozenClock(dt.datetime.now(dt.UTC))
-    runtime.clock = clock
     deliver(create_app(runtime=runtime).test_client(), delegation_body(clock()))
     runtime.close()
     served = {
