@@ -4,13 +4,37 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
 from vault.errors import ConfigError
 
-DEFAULT_DATABASE_URL = "sqlite:///instance/vault.db"
-DEFAULT_INSTANCE = Path("instance")
+DRIVERS = ("sqlite", "sqlite+pysqlite", "postgresql+psycopg")  # what the install ships
+
+
+def default_instance() -> Path:
+    """The instance folder: ``instance/`` in a checkout, else under the environment's prefix.
+
+    Flask's rule, so the development database and key stay in one place whatever directory a
+    command is run from.
+    """
+    root = Path(__file__).resolve().parent.parent
+    if (root / "pyproject.toml").is_file():
+        return root / "instance"
+    return Path(sys.prefix) / "var" / "delegation-vault-instance"
+
+
+def sqlite_in(instance: Path) -> str:
+    """The contract's default ``sqlite:///instance/vault.db``: vault.db in the instance folder."""
+    return f"sqlite:///{instance / 'vault.db'}"
+
+
+DEFAULT_INSTANCE = default_instance()
+DEFAULT_DATABASE_URL = sqlite_in(DEFAULT_INSTANCE)
 
 
 def _int(environ: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
@@ -49,6 +73,15 @@ def normalise_database_url(url: str) -> str:
         url = "postgresql://" + url[len("postgres://") :]
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url[len("postgresql://") :]
+    try:
+        driver = make_url(url).drivername
+    except ArgumentError:
+        raise ConfigError("DATABASE_URL is not a database URL") from None  # never echo it
+    if driver not in DRIVERS:
+        raise ConfigError(
+            f"DATABASE_URL names an unsupported database driver {driver!r}; "
+            "use sqlite:///PATH or postgresql://USER@HOST/NAME"
+        )
     return url
 
 
@@ -88,14 +121,15 @@ class Settings:
         log_format = env.get("DV_LOG_FORMAT", "json" if production else "text").strip()
         if log_format not in {"json", "text"}:
             raise ConfigError("DV_LOG_FORMAT must be 'json' or 'text'")
+        instance = Path(env.get("DV_INSTANCE_PATH", "").strip() or DEFAULT_INSTANCE).absolute()
         return cls(
             database_url=normalise_database_url(
-                env.get("DATABASE_URL", "").strip() or DEFAULT_DATABASE_URL
+                env.get("DATABASE_URL", "").strip() or sqlite_in(instance)
             ),
             env=mode,
             keys=env.get("DV_KEYS") or None,
             keys_file=env.get("DV_KEYS_FILE") or None,
-            instance_path=Path(env.get("DV_INSTANCE_PATH", "").strip() or DEFAULT_INSTANCE),
+            instance_path=instance,
             port=_int(env, "PORT", 8000, 1, 65535),
             webhook_max_age=_int(env, "DV_WEBHOOK_MAX_AGE", 120, 1, 86400),
             webhook_max_skew=_int(env, "DV_WEBHOOK_MAX_SKEW", 60, 0, 3600),

@@ -1,7 +1,7 @@
 """upstream throttles: a 429 holds calls for the app and tenant that met it
 
 Revision ID: keyring_upstream_throttles
-Revises: 0001
+Revises: cli_allowed_scopes
 Create Date: 2026-11-24
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "keyring_upstream_throttles"
-down_revision = "0001"
+down_revision = "cli_allowed_scopes"
 branch_labels = None
 depends_on = None
 
