@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import dataclasses
 import os
 import sys
@@ -85,6 +87,26 @@ def normalise_database_url(url: str) -> str:
     return url
 
 
+def _notify(environ: Mapping[str, str], production: bool) -> dict[str, str | None]:
+    """DV_NOTIFY_URL and its Standard Webhooks secret (whsec_ + base64 of 24 to 64 bytes)."""
+    url = environ.get("DV_NOTIFY_URL", "").strip() or None
+    secret = environ.get("DV_NOTIFY_SECRET", "").strip() or None
+    if url is None:
+        return {"notify_url": None, "notify_secret": None}
+    schemes = ("https://",) if production else ("https://", "http://")
+    if not url.startswith(schemes) or any(c.isspace() for c in url):
+        raise ConfigError("DV_NOTIFY_URL must be an https:// URL (http:// outside production)")
+    if secret is None:
+        raise ConfigError("DV_NOTIFY_URL needs DV_NOTIFY_SECRET (whsec_ followed by base64)")
+    try:
+        size = len(base64.b64decode(secret.removeprefix("whsec_"), validate=True))
+    except binascii.Error:
+        size = 0
+    if not secret.startswith("whsec_") or not 24 <= size <= 64:
+        raise ConfigError("DV_NOTIFY_SECRET must be whsec_ followed by base64 of 24 to 64 bytes")
+    return {"notify_url": url, "notify_secret": secret}
+
+
 @dataclasses.dataclass(frozen=True)
 class Settings:
     database_url: str = DEFAULT_DATABASE_URL
@@ -102,6 +124,19 @@ class Settings:
     allow_http_token_urls: bool = False
     metrics_public: bool = False
     log_format: str = "text"
+    notify_url: str | None = None  # a secret itself (a Slack webhook URL is): never logged
+    notify_secret: str | None = None
+
+    def __repr__(self) -> str:  # never print the notification URL or secret
+        shown = dataclasses.replace(
+            self, notify_url="(set)" if self.notify_url else None,
+            notify_secret="(set)" if self.notify_secret else None,
+        )  # fmt: skip
+        return (
+            "Settings("
+            + ", ".join(f"{f.name}={getattr(shown, f.name)!r}" for f in dataclasses.fields(shown))
+            + ")"
+        )
 
     @property
     def production(self) -> bool:
@@ -140,6 +175,7 @@ class Settings:
             allow_http_token_urls=allow_http,
             metrics_public=_flag(env, "DV_METRICS_PUBLIC"),
             log_format=log_format,
+            **_notify(env, production),
         )
 
     def replace(self, **changes: object) -> Settings:

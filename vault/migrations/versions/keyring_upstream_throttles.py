@@ -1,7 +1,7 @@
 """upstream throttles: a 429 holds calls for the app and tenant that met it
 
 Revision ID: keyring_upstream_throttles
-Revises: cli_allowed_scopes
+Revises: ops_notify_outbox
 Create Date: 2026-11-24
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "keyring_upstream_throttles"
-down_revision = "cli_allowed_scopes"
+down_revision = "ops_notify_outbox"
 branch_labels = None
 depends_on = None
 
