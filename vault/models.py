@@ -199,17 +199,6 @@ class UpstreamHealth(Base):
     latencies_ms: Mapped[list[float]] = mapped_column(JSON, default=list)
 
 
-class UpstreamThrottle(Base):
-    """A token endpoint's 429 for one app and tenant: no call for that target until ``until``."""
-
-    __tablename__ = "upstream_throttles"
-
-    app_id: Mapped[int] = mapped_column(ForeignKey("apps.id", ondelete="CASCADE"), primary_key=True)
-    tenant: Mapped[str] = mapped_column(String(128), primary_key=True)  # "" for no tenant
-    host: Mapped[str] = mapped_column(String(255))
-    until: Mapped[dt.datetime]
-
-
 class TokenHealth(Base):
     """Per app and tenant: how its last requests to the token endpoint went.
 
@@ -275,6 +264,17 @@ class Lease(Base):
 
     name: Mapped[str] = mapped_column(String(32), primary_key=True)
     holder: Mapped[str | None] = mapped_column(String(128))
+    until: Mapped[dt.datetime]
+
+
+class UpstreamThrottle(Base):
+    """A token endpoint's 429 for one app and tenant: no call for that target until ``until``."""
+
+    __tablename__ = "upstream_throttles"
+
+    app_id: Mapped[int] = mapped_column(ForeignKey("apps.id", ondelete="CASCADE"), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(128), primary_key=True)  # "" for no tenant
+    host: Mapped[str] = mapped_column(String(255))
     until: Mapped[dt.datetime]
 
 
