@@ -110,4 +110,6 @@ def _filter() -> status.TenantFilter:
     if state is not None and state not in status.FILTER_STATES:
         raise InvalidRequest("bad_state", "state must be active, disabled, revoked or failing")
     text = {name: (args.get(name) or "").strip()[:128] or None for name in ("app", "q")}
+    if any("\x00" in (value or "") for value in text.values()):  # PostgreSQL refuses NUL in text
+        raise InvalidRequest("bad_text", "app and q cannot hold a NUL character")
     return status.TenantFilter(app=text["app"], state=state, q=text["q"], page=int(page))

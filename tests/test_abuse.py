@@ -179,3 +179,12 @@ def test_odd_unicode_digits_in_a_page_number_are_a_400(
     for path in ("/status", "/status.json"):
         response = client.get(path, query_string={"page": page}, headers=bearer(operator))
         assert (response.status_code, response.json["error"]) == (400, "invalid_request")
+
+
+@pytest.mark.parametrize("name", ["q", "app"])
+def test_a_nul_in_a_status_filter_is_a_400_not_a_database_outage(
+    client: FlaskClient, runtime: Runtime, name: str
+) -> None:
+    operator = create_key(runtime, "ops", role="operator")
+    response = client.get("/status.json", query_string={name: "a\x00b"}, headers=bearer(operator))
+    assert (response.status_code, response.json["error"]) == (400, "invalid_request")

@@ -22,7 +22,6 @@ from tests.builders import (
     CLIENT_SECRET,
     SIGNING_SECRET,
     USER,
-    VENDOR_APP_ID,
     create_key,
     delegation_body,
     register_app,
@@ -131,15 +130,7 @@ def test_a_value_moved_from_another_tenants_row_is_503_and_logged_critical(
     )
     deliver(client, other)
     key = create_key(runtime, "svc")
-    with runtime.engine.begin() as conn:
-        theirs = conn.scalar(
-            select(Delegation.delegation_user_id).where(Delegation.tenant == OTHER_TENANT)
-        )
-        conn.execute(
-            update(Delegation)
-            .where(Delegation.tenant == "intdev2")
-            .values(delegation_user_id=theirs)
-        )
+    theirs = move_delegated_user(runtime, OTHER_TENANT, "intdev2")
     caplog.set_level(logging.INFO)
     response = ask(client, key)
     assert response.status_code == 503 and response.json["error"] == "unavailable"
@@ -160,21 +151,26 @@ def test_a_callback_over_a_moved_value_is_503_and_stores_nothing(
     register_app(runtime)
     deliver(client, delegation_body(clock()))
     deliver(client, delegation_body(clock(), tenant=OTHER_TENANT, tenantId=OTHER_TENANT_ID))
-    with runtime.engine.begin() as conn:
-        theirs = conn.scalar(
-            select(Delegation.delegation_user_id).where(Delegation.tenant == OTHER_TENANT)
-        )
-        conn.execute(
-            update(Delegation)
-            .where(Delegation.tenant == "intdev2")
-            .values(delegation_user_id=theirs)
-        )
+    move_delegated_user(runtime, OTHER_TENANT, "intdev2")
     before = history_entries(runtime)
     clock.advance(1)  # newer than what is stored: applied, so the stored user must be opened
     raw, headers = signed(delegation_body(clock(), delegationUserId=OTHER_USER))
     response = client.post(CONFIG, data=raw, headers=headers)
     assert (response.status_code, response.json["error"]) == (503, "unavailable")
     assert history_entries(runtime) == before
+
+
+def move_delegated_user(runtime: Runtime, source: str, target: str) -> str:
+    """Copy one tenant's sealed delegated user into another tenant's row, as SQL access could."""
+    with runtime.engine.begin() as conn:
+        theirs = conn.scalar(
+            select(Delegation.delegation_user_id).where(Delegation.tenant == source)
+        )
+        conn.execute(
+            update(Delegation).where(Delegation.tenant == target).values(delegation_user_id=theirs)
+        )
+    assert theirs
+    return theirs
 
 
 def history_entries(runtime: Runtime) -> int:
@@ -186,8 +182,14 @@ def run_cli(runtime: Runtime, *args: str, stdin: str = "", **env: str) -> Result
     entries = ",".join(
         f"{kid}:{base64.b64encode(key).decode()}" for kid, key in runtime.keyring.keys
     )
-    env = {"DATABASE_URL": runtime.settings.database_url, "DV_KEYS": entries, **env}
-    result = CliRunner().invoke(cli, list(args), input=stdin, env={"DV_KEYS_FILE": "", **env})
+    env = {
+        "DATABASE_URL": runtime.settings.database_url,
+        "DV_KEYS": entries,
+        "DV_KEYS_FILE": "",
+        "DV_INSTANCE_PATH": str(runtime.settings.instance_path),
+        **env,
+    }
+    result = CliRunner().invoke(cli, list(args), input=stdin, env=env)
     assert "Traceback" not in result.output
     return result
 
@@ -240,18 +242,13 @@ def test_under_serve_a_keyring_without_k2_warns_is_not_ready_and_answers_503(
     k1, k2 = new_key_entry("k1"), new_key_entry("k2")
     env = {
         "DATABASE_URL": f"sqlite:///{tmp_path / 'vault.db'}",
+        "DV_INSTANCE_PATH": str(tmp_path / "instance"),
         "DV_KEYS": f"{k2},{k1}",
         "DV_KEYS_FILE": "",
         "DV_ENV": "",
         "PORT": "",
     }
-    added = subprocess.run(
-        [*service.command(), "apps", "add", "zendesk", "--vendor-app-id", VENDOR_APP_ID,
-         "--client-id", "zc"],
-        input=f"{CLIENT_SECRET}\n{SIGNING_SECRET}\n", capture_output=True, text=True,
-        cwd=tmp_path, env={**os.environ, **env}, timeout=60, check=False,
-    )  # fmt: skip
-    assert added.returncode == 0, added.stderr
+    service.add_zendesk(tmp_path, env)
     env["DV_KEYS"] = k1
     with service.running(env, tmp_path, workers=1) as svc:
         ready = httpx.get(f"{svc.url}/readyz")

@@ -102,3 +102,15 @@ def run_cli(
         [*command(), *args], input=stdin, capture_output=True, text=True,
         cwd=workdir, env={**os.environ, **env}, timeout=120, check=False,
     )  # fmt: skip
+
+
+def add_zendesk(workdir: Path, env: dict[str, str]) -> None:
+    """Register the test app 'zendesk' with the command, as an operator would (secrets on stdin)."""
+    from tests.builders import CLIENT_SECRET, SIGNING_SECRET, VENDOR_APP_ID
+
+    added = subprocess.run(
+        [*command(), "apps", "add", "zendesk", "--vendor-app-id", VENDOR_APP_ID, "--client-id", "zc"],
+        input=f"{CLIENT_SECRET}\n{SIGNING_SECRET}\n", capture_output=True, text=True,
+        cwd=workdir, env={**os.environ, **env}, timeout=60, check=False,
+    )  # fmt: skip
+    assert added.returncode == 0, added.stderr
