@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from vault import client_auth
 from vault.crypto import Keyring
 from vault.errors import OperationalError, UnknownApp
 from vault.models import App, Grant
@@ -17,7 +18,7 @@ from vault.scopes import normalise_scope
 from vault.sealing import row_aad
 
 SEISMIC_TOKEN_URL = "https://auth.seismic.com/tenants/{tenant}/connect/token"  # noqa: S105 (a URL, not a password)
-AUTH_METHODS = ("client_secret_post", "client_secret_basic")
+AUTH_METHODS = tuple(client_auth.AUTH_METHODS)
 SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
 
@@ -32,6 +33,7 @@ class AppSpec:
     auth_method: str = "client_secret_post"
     scope: str = ""
     allowed_scopes: str = ""
+    key_id: str | None = None  # the JWT kid, for private_key_jwt
 
 
 def validate_token_url(url: str, *, allow_http: bool) -> None:
@@ -50,7 +52,7 @@ def validate_spec(spec: AppSpec, *, allow_http: bool) -> None:
     if spec.grant not in {g.value for g in Grant}:
         raise OperationalError("grant must be 'delegation' or 'client_credentials'")
     if spec.auth_method not in AUTH_METHODS:
-        raise OperationalError("auth method must be client_secret_post or client_secret_basic")
+        raise OperationalError(f"auth method must be one of {', '.join(AUTH_METHODS)}")
     if spec.grant == Grant.DELEGATION and not spec.vendor_app_id:
         raise OperationalError("a delegation app needs --vendor-app-id")
     if not spec.client_id:
@@ -71,10 +73,13 @@ def add_app(
     *,
     allow_http: bool = False,
 ) -> App:
-    """Register an app; the caller's transaction commits it."""
+    """Register an app; the caller's transaction commits it.
+
+    ``client_secret`` is the credential of the auth method: the client secret, or the PEM text of
+    the private key (private_key_jwt) or of the certificate chain and key (tls_client_auth).
+    """
     validate_spec(spec, allow_http=allow_http)
-    if not client_secret:
-        raise OperationalError("the client secret is empty")
+    credential = client_auth.prepare(spec.auth_method, client_secret, spec.key_id, now)
     if spec.grant == Grant.DELEGATION and not signing_secret:
         raise OperationalError("a delegation app needs a signing secret")
     if session.scalar(select(App.id).where(App.slug == spec.slug)) is not None:
@@ -90,12 +95,14 @@ def add_app(
         allowed_scopes=normalise_scope(spec.allowed_scopes),
         client_secret="",
         client_secret_set_at=now,
+        client_key_id=credential.key_id,
+        client_cert_expires_at=credential.cert_expires_at,
         signing_secret_set_at=now if signing_secret else None,
         created_at=now,
     )
     session.add(app)
     session.flush()  # the row id is part of what the secrets are bound to
-    app.client_secret = keyring.encrypt(client_secret, row_aad(app, "client_secret"))
+    app.client_secret = keyring.encrypt(credential.secret, row_aad(app, "client_secret"))
     if signing_secret:
         app.signing_secret = keyring.encrypt(signing_secret, row_aad(app, "signing_secret"))
     return app
@@ -167,10 +174,39 @@ def set_client_secret(
     keyring: Keyring, app: App, new_secret: str | None, now: dt.datetime, *, drop_previous: bool
 ) -> None:
     """Install a new client secret (keeping the old one for activation) or drop the previous one."""
-    if new_secret:
-        old = keyring.decrypt(app.client_secret, row_aad(app, "client_secret"))
-        app.client_secret_previous = keyring.encrypt(old, row_aad(app, "client_secret_previous"))
-        app.client_secret = keyring.encrypt(new_secret, row_aad(app, "client_secret"))
-        app.client_secret_set_at = now
+    set_client_credential(keyring, app, new_secret, now, drop_previous=drop_previous)
+
+
+def set_client_credential(
+    keyring: Keyring,
+    app: App,
+    material: str | None,
+    now: dt.datetime,
+    *,
+    method: str | None = None,
+    key_id: str | None = None,
+    drop_previous: bool = False,
+) -> None:
+    """Install a new credential for ``method`` (default: the app's own) or drop the previous one.
+
+    The current credential is kept as the previous one, tried once on ``invalid_client`` while the
+    new one activates; a change of auth method drops it (it would not prove anything any more).
+    """
+    method = method or app.auth_method
+    if material:
+        new = client_auth.prepare(method, material, key_id, now)
+        if method == app.auth_method:
+            old = keyring.decrypt(app.client_secret, row_aad(app, "client_secret"))
+            app.client_secret_previous = keyring.encrypt(
+                old, row_aad(app, "client_secret_previous")
+            )
+            app.client_key_id_previous = app.client_key_id
+        else:
+            drop_previous = True
+        app.client_secret = keyring.encrypt(new.secret, row_aad(app, "client_secret"))
+        app.client_key_id, app.client_cert_expires_at = new.key_id, new.cert_expires_at
+        app.auth_method, app.client_secret_set_at = method, now
+    elif method != app.auth_method:
+        raise OperationalError(f"--auth-method {method} needs its credential")
     if drop_previous:
-        app.client_secret_previous = None
+        app.client_secret_previous = app.client_key_id_previous = None

@@ -22,7 +22,7 @@ from collections import OrderedDict
 from sqlalchemy import delete
 from sqlalchemy.orm import Session
 
-from vault import apps, circuit, delegations, metrics
+from vault import circuit, client_auth, delegations, metrics
 from vault.crypto import Keyring
 from vault.db import writing
 from vault.errors import (
@@ -42,7 +42,7 @@ from vault.runtime import Runtime
 from vault.scopes import normalise_scope, within
 from vault.sealing import row_aad
 from vault.singleflight import Flights, KeyLocks
-from vault.upstream import Token, TokenRequest, Upstream, host
+from vault.upstream import Upstream, host, request_for
 
 LOCAL_ENTRIES = 10_000
 AS_GOOD_AS_NEW = 10  # seconds
@@ -328,25 +328,17 @@ class Tokens:
 
     def _fetch(self, session: Session, target: Target) -> Cached:
         app = target.app
-        request = TokenRequest(
-            token_url=app.token_url,
-            client_id=app.client_id,
-            auth_method=app.auth_method,
-            grant=app.grant,
-            tenant=target.tenant,
-            user_id=target.user_id,
-            scope=target.scope,
-        )
+        request = request_for(app, target.tenant, target.user_id, target.scope)
         where = host(request)
         try:
             circuit.admit(session, where, self.rt.clock())
         except UpstreamUnavailable:
             metrics.TOKEN_REQUESTS.labels("circuit_open", "upstream").inc()
             raise
-        current, previous = apps.client_secrets(self.rt.keyring, app)
         started = time.monotonic()
+        ttl = self.rt.settings.token_default_ttl
         try:
-            token = self._try_secrets(request, current, previous)
+            token = client_auth.exchange(self.upstream, self.rt.keyring, app, request, ttl)
         except UpstreamUnavailable as exc:
             circuit.failed(session, where, self.rt.clock(), exc.reason, counts=True)
             metrics.TOKEN_REQUESTS.labels("upstream_unavailable", "upstream").inc()
@@ -364,17 +356,6 @@ class Tokens:
             expires_at=now + dt.timedelta(seconds=token.expires_in),
             obtained_at=now,
         )
-
-    def _try_secrets(self, request: TokenRequest, current: str, previous: str | None) -> Token:
-        ttl, deadline = self.rt.settings.token_default_ttl, self.upstream.deadline()
-        try:
-            return self.upstream.fetch(request, current, ttl, deadline)
-        except UpstreamRejected as exc:
-            # A new client secret takes minutes to activate at Seismic: meanwhile, the old one,
-            # within the same overall deadline.
-            if exc.upstream_error != "invalid_client" or not previous:
-                raise
-            return self.upstream.fetch(request, previous, ttl, deadline)
 
     def _issued(self, target: Target, token: Cached, source: str) -> Issued:
         metrics.TOKEN_REQUESTS.labels("ok", source).inc()

@@ -1,0 +1,291 @@
+"""How an app proves itself at the token endpoint: a table of client authentication methods.
+
+``client_secret_post`` and ``client_secret_basic`` send the client secret (RFC 6749 §2.3.1);
+``private_key_jwt`` sends a fresh RFC 7523 client assertion signed with the app's private key
+(RS256 or ES256 by key type, built by joserfc); ``tls_client_auth`` presents the app's client
+certificate on the TLS connection (RFC 8705) and sends only ``client_id``.
+
+Every method's credential is kept in the same sealed column (``apps.client_secret``): the client
+secret, the PEM private key, or the PEM certificate chain and key. So rotation (the previous
+credential tried once on ``invalid_client``), re-encryption and key-id counts treat all alike.
+The private key of a client certificate reaches OpenSSL through an anonymous in-memory file
+(``memfd_create``), never through a file on disk.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import os
+import re
+import secrets
+import ssl
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+from urllib.parse import quote
+
+import httpx
+from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from joserfc import jwt
+from joserfc.jwk import ECKey, RSAKey
+
+from vault.crypto import Keyring
+from vault.errors import OperationalError, UpstreamRejected
+from vault.models import App
+from vault.sealing import row_aad
+
+if TYPE_CHECKING:
+    from vault.upstream import Token, TokenRequest, Upstream
+
+ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+ASSERTION_LIFETIME = 120  # seconds; the contract allows at most 5 minutes
+MIN_RSA_BITS = 2048
+KEY_ID = re.compile(r"^[\x21-\x7e]{1,256}$")
+PEM_KEY = re.compile(
+    rb"-----BEGIN ((?:RSA |EC |ENCRYPTED )?PRIVATE KEY)-----.+?-----END \1-----", re.DOTALL
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Credential:
+    """What an app proves itself with: a client secret or PEM text, and a key id for JWTs."""
+
+    secret: str
+    key_id: str | None = None
+
+    def __repr__(self) -> str:  # never print the secret or key
+        return f"Credential(key_id={self.key_id!r})"
+
+
+@dataclasses.dataclass(frozen=True)
+class Prepared:
+    """A credential checked and normalised for storage, with what may be shown about it."""
+
+    secret: str
+    key_id: str | None = None
+    cert_expires_at: dt.datetime | None = None
+
+    def __repr__(self) -> str:
+        return f"Prepared(key_id={self.key_id!r}, cert_expires_at={self.cert_expires_at!r})"
+
+
+# -- sending -----------------------------------------------------------------------------------
+
+Send = Callable[[dict[str, str], str, Credential, str, float], httpx.Auth | None]
+
+
+def _client_secret_post(
+    form: dict[str, str], client_id: str, cred: Credential, _aud: str, _now: float
+) -> httpx.Auth | None:
+    form.update(client_id=client_id, client_secret=cred.secret)
+    return None
+
+
+def _client_secret_basic(
+    form: dict[str, str], client_id: str, cred: Credential, _aud: str, _now: float
+) -> httpx.Auth | None:
+    # RFC 6749 §2.3.1: both parts form-urlencoded before the Basic encoding.
+    return httpx.BasicAuth(quote(client_id, safe=""), quote(cred.secret, safe=""))
+
+
+def _private_key_jwt(
+    form: dict[str, str], client_id: str, cred: Credential, audience: str, now: float
+) -> httpx.Auth | None:
+    form.update(
+        client_id=client_id,
+        client_assertion_type=ASSERTION_TYPE,
+        client_assertion=client_assertion(client_id, audience, cred, now),
+    )
+    return None
+
+
+def _tls_client_auth(
+    form: dict[str, str], client_id: str, _cred: Credential, _aud: str, _now: float
+) -> httpx.Auth | None:
+    form["client_id"] = client_id  # the certificate on the connection is the proof
+    return None
+
+
+AUTH_METHODS: dict[str, Send] = {
+    "client_secret_post": _client_secret_post,
+    "client_secret_basic": _client_secret_basic,
+    "private_key_jwt": _private_key_jwt,
+    "tls_client_auth": _tls_client_auth,
+}
+CERTIFICATE_METHODS = frozenset({"tls_client_auth"})
+
+
+def client_assertion(client_id: str, audience: str, cred: Credential, now: float) -> str:
+    """An RFC 7523 client assertion: iss = sub = client id, aud = the token URL, a fresh jti."""
+    key = _signing_key(cred.secret)
+    algorithm = "RS256" if isinstance(key, RSAKey) else "ES256"
+    header = {"alg": algorithm, "typ": "JWT"}
+    if cred.key_id:
+        header["kid"] = cred.key_id
+    issued = int(now)
+    claims = {
+        "iss": client_id,
+        "sub": client_id,
+        "aud": audience,
+        "jti": secrets.token_urlsafe(24),
+        "iat": issued,
+        "nbf": issued,
+        "exp": issued + ASSERTION_LIFETIME,
+    }
+    return jwt.encode(header, claims, key, algorithms=[algorithm])
+
+
+def _signing_key(pem: str) -> RSAKey | ECKey:
+    try:
+        loaded = serialization.load_pem_private_key(pem.encode(), password=None)
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        # Stored keys were checked when given: this one was stored for another auth method.
+        raise UpstreamRejected("unusable_private_key", 0) from None
+    if isinstance(loaded, rsa.RSAPrivateKey):
+        return RSAKey.import_key(loaded)
+    if isinstance(loaded, ec.EllipticCurvePrivateKey):
+        return ECKey.import_key(loaded)  # only P-256 keys are ever stored (see prepare)
+    raise UpstreamRejected("unusable_private_key", 0)
+
+
+def tls_context(cred: Credential) -> ssl.SSLContext:
+    """A client TLS context trusting what every token request trusts, holding the certificate.
+
+    OpenSSL loads a certificate chain only from a path: the PEM goes into an anonymous memory
+    file (memfd, never on a file system), read through /proc/self/fd and closed at once.
+    """
+    context = httpx.create_ssl_context()
+    fd = _memory_file()
+    try:
+        with open(fd, "wb", closefd=False) as memory:
+            memory.write(cred.secret.encode())
+        context.load_cert_chain(f"/proc/self/fd/{fd}")
+    finally:
+        os.close(fd)
+    return context
+
+
+def _memory_file() -> int:
+    create = getattr(os, "memfd_create", None)
+    if create is None:
+        raise OperationalError("tls_client_auth needs memfd_create (Linux), to keep keys off disk")
+    return int(create("delegation-vault-client-certificate", os.MFD_CLOEXEC))
+
+
+# -- credentials of an app ---------------------------------------------------------------------
+
+
+def credentials(keyring: Keyring, app: App) -> tuple[Credential, Credential | None]:
+    """(current, previous) credentials of an app, opened from their sealed columns."""
+    current = keyring.decrypt_text(app.client_secret, row_aad(app, "client_secret"))
+    previous = None
+    if app.client_secret_previous:
+        previous = Credential(
+            keyring.decrypt_text(
+                app.client_secret_previous, row_aad(app, "client_secret_previous")
+            ),
+            app.client_key_id_previous,
+        )
+    return Credential(current, app.client_key_id), previous
+
+
+def exchange(
+    upstream: Upstream, keyring: Keyring, app: App, request: TokenRequest, default_ttl: int
+) -> Token:
+    """One token with the app's credential, or with the previous one once on invalid_client."""
+    return exchange_telling(upstream, keyring, app, request, default_ttl)[0]
+
+
+def exchange_telling(
+    upstream: Upstream, keyring: Keyring, app: App, request: TokenRequest, default_ttl: int
+) -> tuple[Token, bool]:
+    """Like ``exchange``, also telling whether it took the previous credential."""
+    current, previous = credentials(keyring, app)
+    deadline = upstream.deadline()
+    try:
+        return upstream.fetch(request, current, default_ttl, deadline), False
+    except UpstreamRejected as exc:
+        # A new client secret takes minutes to activate at Seismic (a new key or certificate may
+        # take as long to register): meanwhile, the old one, within the same overall deadline.
+        if exc.upstream_error != "invalid_client" or previous is None:
+            raise
+        return upstream.fetch(request, previous, default_ttl, deadline), True
+
+
+# -- checking what an operator gives -----------------------------------------------------------
+
+
+def prepare(method: str, material: str, key_id: str | None, now: dt.datetime) -> Prepared:
+    """Check a credential for ``method`` and normalise it; OperationalError says what is wrong."""
+    if method not in AUTH_METHODS:
+        raise OperationalError(f"auth method must be one of {', '.join(AUTH_METHODS)}")
+    if key_id is not None and method != "private_key_jwt":
+        raise OperationalError("--key-id goes with --auth-method private_key_jwt only")
+    if key_id is not None and not KEY_ID.fullmatch(key_id):
+        raise OperationalError("key id: 1 to 256 printable characters, no spaces")
+    if not material:
+        raise OperationalError("the client credential is empty")
+    if method == "private_key_jwt":
+        return Prepared(_private_key_pem(_load_key(material.encode())), key_id)
+    if method in CERTIFICATE_METHODS:
+        return _certificate(material.encode(), now)
+    return Prepared(material)
+
+
+def _load_key(data: bytes) -> rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey:
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except TypeError:
+        raise OperationalError("the private key is encrypted; give it unencrypted") from None
+    except (ValueError, UnsupportedAlgorithm):
+        raise OperationalError("no PEM private key (RSA or EC) found in the file") from None
+    if isinstance(key, rsa.RSAPrivateKey):
+        if key.key_size < MIN_RSA_BITS:
+            raise OperationalError(f"the RSA key has {key.key_size} bits; at least 2048 are needed")
+        return key
+    if isinstance(key, ec.EllipticCurvePrivateKey) and isinstance(key.curve, ec.SECP256R1):
+        return key
+    raise OperationalError("the private key must be RSA (RS256) or EC on P-256 (ES256)")
+
+
+def _private_key_pem(key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey) -> str:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+
+
+def _certificate(data: bytes, now: dt.datetime) -> Prepared:
+    """A certificate chain and its key: the certificate of the key first, the key last."""
+    try:
+        chain = x509.load_pem_x509_certificates(data)
+    except ValueError:
+        raise OperationalError("no PEM certificate found in the client certificate file") from None
+    found = PEM_KEY.search(data)
+    if found is None:
+        raise OperationalError("the client certificate file holds no PEM private key")
+    key = _load_key(found.group(0))
+    public = key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    own = [c for c in chain if _public_der(c) == public]
+    if not own:
+        raise OperationalError("the private key does not belong to any certificate in the file")
+    leaf = own[0]
+    if leaf.not_valid_after_utc <= now:
+        raise OperationalError(
+            f"the client certificate expired on {leaf.not_valid_after_utc:%Y-%m-%d}"
+        )
+    ordered = [leaf, *(c for c in chain if c is not leaf)]
+    pem = "".join(c.public_bytes(serialization.Encoding.PEM).decode() for c in ordered)
+    return Prepared(pem + _private_key_pem(key), None, leaf.not_valid_after_utc)
+
+
+def _public_der(certificate: x509.Certificate) -> bytes:
+    return certificate.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
