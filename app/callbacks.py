@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import logging
-
 from flask import Blueprint, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from app.db import runtime, session
 from app.logs import note
-from vault import delegations, metrics, rejections
-from vault.errors import PayloadTooLarge, VaultError
+from vault import callbacks
+from vault.errors import PayloadTooLarge
 from vault.payloads import Kind
 
 bp = Blueprint("callbacks", __name__)
-log = logging.getLogger("delegation_vault.callbacks")
 
 
 @bp.post("/<slug>/config")
@@ -28,23 +25,10 @@ def lifecycle(slug: str) -> tuple[dict[str, str], int]:
 
 
 def _receive(slug: str, kind: Kind) -> tuple[dict[str, str], int]:
-    rt = runtime()
     note(app=slug[:64])
-    try:
-        raw = _body()
-        outcome = delegations.receive(
-            session(), rt.keyring, slug, raw, request.headers, kind, rt.clock(), rt.window
-        )
-    except VaultError as exc:
-        log.warning(
-            "callback rejected",
-            extra={"reason": exc.reason, "slug": slug[:64], "remote": request.remote_addr},
-        )
-        rejections.record(rt, slug, exc.reason, request.remote_addr)
-        metrics.CALLBACKS.labels(kind.value, exc.reason).inc()
-        raise
-    metrics.CALLBACKS.labels(kind.value, outcome.value).inc()
-    log.info("callback %s", outcome.value, extra={"slug": slug, "outcome": outcome.value})
+    outcome = callbacks.accept(
+        runtime(), session(), slug, _body, request.headers, kind, request.remote_addr
+    )
     return {"status": outcome.value}, 202
 
 

@@ -23,7 +23,7 @@ from tests.builders import (
     signed,
 )
 from tests.support.clock import FrozenClock
-from vault import apps, delegations, signatures
+from vault import apps, callbacks, delegations, signatures
 from vault.crypto import Keyring
 from vault.errors import InvalidSignature
 from vault.models import Delegation, DelegationHistory, ProcessedRequest
@@ -142,14 +142,14 @@ def test_a_failure_after_the_dedupe_insert_rolls_everything_back(
     with zendesk.session() as session:
         app_id = apps.get_app(session, "zendesk").id
     with zendesk.session() as session, pytest.raises(RuntimeError):
-        delegations.apply(session, broken, app_id, callback, clock())
+        callbacks.apply(session, broken, app_id, callback, clock())
     assert [_count(zendesk, m) for m in (ProcessedRequest, Delegation, DelegationHistory)] == [
         0,
         0,
         0,
     ]
     with zendesk.session() as session:
-        assert delegations.apply(session, zendesk.keyring, app_id, callback, clock()) == "applied"
+        assert callbacks.apply(session, zendesk.keyring, app_id, callback, clock()) == "applied"
 
 
 def test_an_unexpected_error_answers_json_without_its_text(

@@ -106,7 +106,7 @@ def shared(
         "DV_ENV": "development",
         "DV_ALLOW_HTTP_TOKEN_URLS": "1",
         "DV_INSTANCE_PATH": str(tmp_path / "instance"),
-        "PROMETHEUS_MULTIPROC_DIR": "",
+        "PROMETHEUS_MULTIPROC_DIR": str(service.metrics_dir(tmp_path)),
     }
     yield env, key
 

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import os
+
+if os.environ.get("PROMETHEUS_MULTIPROC_DIR") == "":
+    # Set but empty, prometheus_client would write its sample files into the current directory.
+    del os.environ["PROMETHEUS_MULTIPROC_DIR"]
+
 from prometheus_client import Counter, Gauge, Histogram
 
 CALLBACKS = Counter(

@@ -85,3 +85,10 @@ def running(
         yield Service(f"http://127.0.0.1:{port}", process, log)
     finally:
         stop(process)
+
+
+def metrics_dir(folder: Path) -> Path:
+    """A directory for the Prometheus sample files of processes a test starts, inside its tmp_path."""
+    path = folder / "metrics"
+    path.mkdir(exist_ok=True)
+    return path

@@ -1,0 +1,121 @@
+"""`apps`: registered apps and their secrets."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import click
+
+from app.cli.common import note, read_secrets, session_for, table, when
+from vault import apps
+from vault.models import Grant
+
+
+@click.group("apps")
+def apps_group() -> None:
+    """Registered apps and their secrets."""
+
+
+@apps_group.command("add")
+@click.argument("slug")
+@click.option("--vendor-app-id", help="Seismic's app id (required for delegation apps)")
+@click.option("--client-id", required=True)
+@click.option("--token-url", default=apps.SEISMIC_TOKEN_URL, show_default=True)
+@click.option(
+    "--grant",
+    type=click.Choice([g.value for g in Grant]),
+    default=Grant.DELEGATION.value,
+    show_default=True,
+)
+@click.option(
+    "--auth-method",
+    type=click.Choice(apps.AUTH_METHODS),
+    default="client_secret_post",
+    show_default=True,
+)
+@click.option("--scope", default="", help="default scope, space separated")
+@click.option("--allowed-scopes", default="", help="scopes callers may ask for (empty: any)")
+def apps_add(slug: str, **options: str) -> None:
+    """Register an app; reads the client secret, then the signing secret, from standard input."""
+    spec = apps.AppSpec(slug=slug, **options)
+    wanted = ["client secret"] + (["signing secret"] if spec.grant == Grant.DELEGATION else [])
+    secrets = read_secrets(*wanted)
+    with session_for(write=True) as (rt, session):
+        apps.add_app(
+            session, rt.keyring, spec, secrets[0], secrets[1] if len(secrets) > 1 else None,
+            rt.clock(), allow_http=rt.settings.allow_http_token_urls,
+        )  # fmt: skip
+    note(f"registered app {slug!r}")
+
+
+@apps_group.command("list")
+def apps_list() -> None:
+    """Registered apps."""
+    with session_for() as (_rt, session):
+        rows = [(a.slug, a.grant, a.client_id, a.token_url) for a in apps.list_apps(session)]
+    table(["slug", "grant", "client id", "token url"], rows)
+
+
+@apps_group.command("show")
+@click.argument("slug")
+def apps_show(slug: str) -> None:
+    """One app's settings (never its secrets)."""
+    with session_for() as (rt, session):
+        app = apps.get_app(session, slug)
+        previous_valid = (
+            app.signing_previous_expires_at and app.signing_previous_expires_at > rt.clock()
+        )
+        fields = [
+            ("slug", app.slug),
+            ("vendor app id", app.vendor_app_id),
+            ("client id", app.client_id),
+            ("token url", app.token_url),
+            ("grant", app.grant),
+            ("auth method", app.auth_method),
+            ("default scope", app.default_scope),
+            ("allowed scopes", app.allowed_scopes),
+            ("client secret set", when(app.client_secret_set_at)),
+            ("previous client secret", "kept" if app.client_secret_previous else None),
+            ("signing secret set", when(app.signing_secret_set_at)),
+            (
+                "previous signing secret until",
+                when(app.signing_previous_expires_at) if previous_valid else None,
+            ),
+        ]
+    table(["field", "value"], fields)
+
+
+@apps_group.command("remove")
+@click.argument("slug")
+def apps_remove(slug: str) -> None:
+    """Delete an app with its delegations, history and cached tokens."""
+    with session_for(write=True) as (_rt, session):
+        apps.remove_app(session, slug)
+    note(f"removed app {slug!r}")
+
+
+@apps_group.command("rotate-signing-secret")
+@click.argument("slug")
+@click.option(
+    "--keep-previous-hours", type=click.IntRange(0, 24 * 30), default=24, show_default=True
+)
+def apps_rotate_signing_secret(slug: str, keep_previous_hours: int) -> None:
+    """Install a new signing secret (from stdin); the old one verifies for N more hours."""
+    (secret,) = read_secrets("new signing secret")
+    with session_for(write=True) as (rt, session):
+        app = apps.get_app(session, slug)
+        keep = dt.timedelta(hours=keep_previous_hours)
+        apps.rotate_signing_secret(rt.keyring, app, secret, keep, rt.clock())
+    note(f"new signing secret for {slug!r}; the previous one verifies for {keep_previous_hours} h")
+
+
+@apps_group.command("set-client-secret")
+@click.argument("slug")
+@click.option("--drop-previous", is_flag=True, help="forget the previous client secret")
+def apps_set_client_secret(slug: str, drop_previous: bool) -> None:
+    """Install a new client secret (from stdin); the previous one is tried on invalid_client."""
+    (secret,) = read_secrets("new client secret")
+    with session_for(write=True) as (rt, session):
+        app = apps.get_app(session, slug)
+        apps.set_client_secret(rt.keyring, app, secret, rt.clock(), drop_previous=drop_previous)
+    note(f"new client secret for {slug!r}" + ("; previous one dropped" if drop_previous else ""))

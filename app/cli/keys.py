@@ -1,0 +1,64 @@
+"""`keys`: service and operator keys."""
+
+from __future__ import annotations
+
+import click
+
+from app.cli.common import note, session_for, table, when
+from vault import apps, keys
+from vault.models import Role
+
+
+@click.group("keys")
+def keys_group() -> None:
+    """Service and operator keys."""
+
+
+@keys_group.command("create")
+@click.argument("name")
+@click.option(
+    "--role",
+    type=click.Choice([r.value for r in Role]),
+    default=Role.SERVICE.value,
+    show_default=True,
+)
+@click.option("--app", "app_slugs", multiple=True, help="limit to this app (repeatable)")
+@click.option("--tenant", "tenants", multiple=True, help="limit to this tenant (repeatable)")
+@click.option("--expires-days", type=click.IntRange(1, 3650), default=None)
+def keys_create(
+    name: str,
+    role: str,
+    app_slugs: tuple[str, ...],
+    tenants: tuple[str, ...],
+    expires_days: int | None,
+) -> None:
+    """Create a key and print it once, alone on standard output."""
+    with session_for(write=True) as (rt, session):
+        for slug in app_slugs:
+            apps.get_app(session, slug)
+        presented = keys.create_key(
+            session, name, role, list(app_slugs), list(tenants), rt.clock(), expires_days
+        )
+    note(f"created {role} key {name!r}; it is shown once, store it now")
+    click.echo(presented)
+
+
+@keys_group.command("list")
+def keys_list() -> None:
+    """Keys (names, roles and limits; never the keys)."""
+    with session_for() as (_rt, session):
+        rows = [
+            (k.name, k.role, ",".join(k.apps) or "all", ",".join(k.tenants) or "all",
+             when(k.expires_at), when(k.last_used_at), "revoked" if k.revoked_at else "active")
+            for k in keys.list_keys(session)
+        ]  # fmt: skip
+    table(["name", "role", "apps", "tenants", "expires", "last used", "state"], rows)
+
+
+@keys_group.command("revoke")
+@click.argument("name")
+def keys_revoke(name: str) -> None:
+    """Revoke a key; it stops working on the next request."""
+    with session_for(write=True) as (rt, session):
+        keys.revoke_key(session, name, rt.clock())
+    note(f"revoked key {name!r}")
