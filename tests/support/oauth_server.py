@@ -25,6 +25,7 @@ class Recorded:
     path: str
     form: dict[str, str]
     headers: dict[str, str]
+    peer: dict[str, Any] | None = None  # the client certificate on a mutual TLS connection
 
     @property
     def client_secret(self) -> str | None:
@@ -62,6 +63,8 @@ class TokenServer:
         self.rejected_secrets: set[str] = set()
         self.default = Reply()
         self.during: Callable[[], object] | None = None  # runs while each request is being served
+        # Client authentication beyond secrets: returns a refusal, or None to serve the request.
+        self.authenticate: Callable[[Recorded], Reply | None] | None = None
         self.observed: list[object] = []  # what ``during`` returned, request by request
         self._lock = threading.Lock()
         self._counter = 0
@@ -101,6 +104,9 @@ class TokenServer:
             self.requests.append(recorded)
             if recorded.client_secret in self.rejected_secrets:
                 return Reply(400, {"error": "invalid_client"})
+            refusal = self.authenticate(recorded) if self.authenticate else None
+            if refusal is not None:
+                return refusal
             return self.script.popleft() if self.script else self.default
 
     def _token(self, recorded: Recorded) -> str:
@@ -126,8 +132,9 @@ class TokenServer:
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", "0"))
                 form = dict(urllib.parse.parse_qsl(self.rfile.read(length).decode()))
+                peer = getattr(self.connection, "getpeercert", lambda: None)()
                 recorded = Recorded(
-                    self.path, form, {k.lower(): v for k, v in self.headers.items()}
+                    self.path, form, {k.lower(): v for k, v in self.headers.items()}, peer
                 )
                 reply = server._next(recorded)
                 if server.during is not None:

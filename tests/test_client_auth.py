@@ -1,0 +1,244 @@
+"""Client authentication at the token endpoint: RFC 7523 client assertions checked by Authlib,
+RFC 8705 client certificates checked by Python's ssl, against a real loopback token endpoint."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from cryptography.hazmat.primitives import serialization
+from joserfc import jws
+
+from tests.support.client_auth_server import (
+    Authority,
+    Provider,
+    ec_key,
+    mutual_tls,
+    pem,
+    rsa_key,
+)
+from tests.support.oauth_server import TokenServer, serving
+from vault.client_auth import ASSERTION_TYPE, Credential
+from vault.errors import UpstreamRejected, UpstreamUnavailable
+from vault.settings import Settings
+from vault.upstream import TokenRequest, Upstream
+
+CLIENT_ID = "0oa-okta-service-app"
+
+
+@pytest.fixture
+def pauses() -> list[float]:
+    return []
+
+
+def _upstream(pauses: list[float], **options: object) -> Upstream:
+    settings = Settings(allow_http_token_urls=True, upstream_timeout=2.0)
+    return Upstream(settings, sleep=pauses.append, **options)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def endpoint(pauses: list[float]) -> Iterator[Upstream]:
+    with _upstream(pauses) as made:
+        yield made
+
+
+@pytest.fixture
+def provider(oauth: TokenServer) -> Provider:
+    return Provider(oauth, audience=oauth.base + "/tenants/intdev2/connect/token")
+
+
+def token_request(server: TokenServer, method: str, tenant: str = "intdev2") -> TokenRequest:
+    return TokenRequest(
+        token_url=server.url, client_id=CLIENT_ID, auth_method=method,
+        grant="client_credentials", tenant=tenant, user_id=None, scope="okta.users.read",
+    )  # fmt: skip
+
+
+def _assertion(server: TokenServer, index: int = 0) -> tuple[dict[str, object], dict[str, object]]:
+    """Header and claims of the assertion sent in request ``index`` (read, not verified)."""
+    compact = jws.extract_compact(server.requests[index].form["client_assertion"].encode())
+    return compact.headers(), json.loads(compact.payload)
+
+
+# -- private_key_jwt ---------------------------------------------------------------------------
+
+
+def test_an_rs256_assertion_with_a_key_id_gets_a_token(
+    endpoint: Upstream, oauth: TokenServer, provider: Provider
+) -> None:
+    key = rsa_key()
+    provider.register_keys(CLIENT_ID, (key, "2026-11"))
+    request = token_request(oauth, "private_key_jwt")
+    token = endpoint.fetch(request, Credential(pem(key), "2026-11"), 600)
+    assert oauth.introspect(token.access_token) is not None
+    form = oauth.requests[0].form
+    assert form["client_assertion_type"] == ASSERTION_TYPE
+    assert form["client_id"] == CLIENT_ID and "client_secret" not in form
+    header, claims = _assertion(oauth)
+    assert (header["alg"], header["kid"]) == ("RS256", "2026-11")
+    assert claims["iss"] == claims["sub"] == CLIENT_ID
+    assert claims["aud"] == request.url()
+    issued, expires = claims["iat"], claims["exp"]
+    assert isinstance(issued, int) and isinstance(expires, int)
+    assert 0 < expires - issued <= 300
+
+
+def test_an_es256_assertion_without_a_key_id_gets_a_token(
+    endpoint: Upstream, oauth: TokenServer, provider: Provider
+) -> None:
+    key = ec_key()
+    provider.register_keys(CLIENT_ID, (key, None))
+    token = endpoint.fetch(token_request(oauth, "private_key_jwt"), Credential(pem(key)), 600)
+    assert oauth.introspect(token.access_token) is not None
+    header, _claims = _assertion(oauth)
+    assert header["alg"] == "ES256" and "kid" not in header
+
+
+def test_an_assertion_signed_with_another_key_is_refused(
+    endpoint: Upstream, oauth: TokenServer, provider: Provider
+) -> None:
+    provider.register_keys(CLIENT_ID, (rsa_key(), None))
+    with pytest.raises(UpstreamRejected) as rejected:
+        endpoint.fetch(token_request(oauth, "private_key_jwt"), Credential(pem(rsa_key())), 600)
+    assert (rejected.value.upstream_error, rejected.value.upstream_status) == (
+        "invalid_client",
+        401,
+    )
+    assert provider.refusals and not oauth.issued
+
+
+def test_an_expired_assertion_is_refused(
+    oauth: TokenServer, provider: Provider, pauses: list[float]
+) -> None:
+    key = ec_key()
+    provider.register_keys(CLIENT_ID, (key, None))
+    with (
+        _upstream(pauses, wall=lambda: time.time() - 600) as late,  # signed ten minutes ago
+        pytest.raises(UpstreamRejected) as rejected,
+    ):
+        late.fetch(token_request(oauth, "private_key_jwt"), Credential(pem(key)), 600)
+    assert rejected.value.upstream_error == "invalid_client"
+    assert any("expired" in reason.lower() for reason in provider.refusals), provider.refusals
+
+
+def test_an_assertion_for_another_token_url_is_refused(
+    endpoint: Upstream, oauth: TokenServer, provider: Provider
+) -> None:
+    key = ec_key()
+    provider.register_keys(CLIENT_ID, (key, None))
+    request = token_request(oauth, "private_key_jwt", tenant="another")  # aud: another URL
+    with pytest.raises(UpstreamRejected) as rejected:
+        endpoint.fetch(request, Credential(pem(key)), 600)
+    assert rejected.value.upstream_error == "invalid_client"
+
+
+def test_a_replayed_assertion_is_refused_and_each_request_signs_a_fresh_one(
+    endpoint: Upstream, oauth: TokenServer, provider: Provider
+) -> None:
+    key = rsa_key()
+    provider.register_keys(CLIENT_ID, (key, None))
+    request = token_request(oauth, "private_key_jwt")
+    for _ in range(2):
+        endpoint.fetch(request, Credential(pem(key)), 600)
+    assert _assertion(oauth, 0)[1]["jti"] != _assertion(oauth, 1)[1]["jti"]
+    replay = httpx.post(request.url(), data=oauth.requests[0].form)
+    assert (replay.status_code, replay.json()) == (401, {"error": "invalid_client"})
+    assert "JWT ID is used before." in provider.refusals
+
+
+# -- tls_client_auth ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def authorities() -> tuple[Authority, Authority]:
+    return Authority("provider server CA"), Authority("provider client CA")
+
+
+@pytest.fixture
+def mtls(
+    authorities: tuple[Authority, Authority], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[TokenServer, Provider]]:
+    server_ca, client_ca = authorities
+    trusted = tmp_path / "trusted.pem"
+    trusted.write_text(server_ca.pem)
+    monkeypatch.setenv("SSL_CERT_FILE", str(trusted))
+    with serving(mutual_tls(tmp_path / "server", server_ca, client_ca)) as server:
+        provider = Provider(server, audience=server.base)
+        provider.register_subject(CLIENT_ID, "okta-service-app")
+        yield server, provider
+
+
+def test_the_registered_client_certificate_gets_a_token(
+    mtls: tuple[TokenServer, Provider], authorities: tuple[Authority, Authority], endpoint: Upstream
+) -> None:
+    server, _provider = mtls
+    issued = authorities[1].issue("okta-service-app")
+    token = endpoint.fetch(
+        token_request(server, "tls_client_auth"), Credential(issued.bundle()), 600
+    )
+    assert server.introspect(token.access_token) is not None
+    form = server.requests[0].form
+    assert form["client_id"] == CLIENT_ID
+    assert not {"client_secret", "client_assertion"} & set(form)
+    assert "authorization" not in server.requests[0].headers
+
+
+def test_a_certificate_from_another_authority_is_refused_in_the_handshake(
+    mtls: tuple[TokenServer, Provider], pauses: list[float], endpoint: Upstream
+) -> None:
+    server, _provider = mtls
+    stranger = Authority("someone else's CA").issue("okta-service-app")
+    with pytest.raises(UpstreamUnavailable) as unavailable:
+        endpoint.fetch(token_request(server, "tls_client_auth"), Credential(stranger.bundle()), 600)
+    assert unavailable.value.reason == "tls_error"
+    assert server.calls == 0  # refused before any request was read
+
+
+def test_a_certificate_of_another_client_is_refused(
+    mtls: tuple[TokenServer, Provider], authorities: tuple[Authority, Authority], endpoint: Upstream
+) -> None:
+    server, provider = mtls
+    other = authorities[1].issue("another-app")
+    with pytest.raises(UpstreamRejected) as rejected:
+        endpoint.fetch(token_request(server, "tls_client_auth"), Credential(other.bundle()), 600)
+    assert rejected.value.upstream_error == "invalid_client"
+    assert provider.refusals == ["certificate subject is not the registered one"]
+
+
+def test_a_client_secret_app_meets_a_mutual_tls_endpoint_with_a_tls_error(
+    mtls: tuple[TokenServer, Provider], endpoint: Upstream
+) -> None:
+    server, _provider = mtls
+    with pytest.raises(UpstreamUnavailable) as unavailable:
+        endpoint.fetch(token_request(server, "client_secret_post"), "s3cret", 600)
+    assert unavailable.value.reason == "tls_error" and server.calls == 0
+
+
+def test_the_certificate_key_never_touches_a_file(
+    mtls: tuple[TokenServer, Provider],
+    authorities: tuple[Authority, Authority],
+    endpoint: Upstream,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    monkeypatch.setenv("TMPDIR", str(scratch))
+    server, _provider = mtls
+    issued = authorities[1].issue("okta-service-app")
+    endpoint.fetch(token_request(server, "tls_client_auth"), Credential(issued.bundle()), 600)
+    der = issued.key.private_bytes(
+        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    body = "".join(pem(issued.key).splitlines()[1:-1])
+    written = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert written  # the scan looks at the test's files: the trusted CA and the server's own
+    for path in written:
+        data = path.read_bytes()
+        assert der not in data and body[:64].encode() not in data, path
