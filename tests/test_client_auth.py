@@ -3,7 +3,9 @@ RFC 8705 client certificates checked by Python's ssl, against a real loopback to
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import re
 import tempfile
 import time
 from collections.abc import Iterator
@@ -11,11 +13,17 @@ from pathlib import Path
 
 import httpx
 import pytest
+from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from flask.testing import FlaskClient
 from joserfc import jws
 
+from tests.builders import create_key, register_app
 from tests.support.client_auth_server import (
     Authority,
+    Issued,
+    PrivateKey,
     Provider,
     ec_key,
     mutual_tls,
@@ -23,8 +31,12 @@ from tests.support.client_auth_server import (
     rsa_key,
 )
 from tests.support.oauth_server import TokenServer, serving
+from tests.token_fixtures import TOKEN
+from vault import apps, client_auth
 from vault.client_auth import ASSERTION_TYPE, Credential
-from vault.errors import UpstreamRejected, UpstreamUnavailable
+from vault.db import writing
+from vault.errors import OperationalError, UpstreamRejected, UpstreamUnavailable
+from vault.runtime import Runtime
 from vault.settings import Settings
 from vault.upstream import TokenRequest, Upstream
 
@@ -242,3 +254,111 @@ def test_the_certificate_key_never_touches_a_file(
     for path in written:
         data = path.read_bytes()
         assert der not in data and body[:64].encode() not in data, path
+
+
+# -- what an operator gives is checked before it is stored -------------------------------------
+
+NOW = dt.datetime.now(dt.UTC)
+
+
+def _encrypted(key: PrivateKey) -> str:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(b"passphrase"),
+    ).decode()
+
+
+def _refusals() -> list[tuple[str, str, str | None, str]]:
+    authority = Authority("checks CA")
+    mine, other = authority.issue("app"), authority.issue("other")
+    expired = authority.issue("app", days=-1)
+    no_key = mine.bundle().split("-----BEGIN PRIVATE KEY-----")[0]
+    return [
+        ("private_key_jwt", _encrypted(ec_key()), None, "encrypted; give it unencrypted"),
+        ("private_key_jwt", pem(rsa_key(1024)), None, "1024 bits; at least 2048"),
+        ("private_key_jwt", pem(ec_key(ec.SECP384R1())), None, "EC on P-256"),
+        ("private_key_jwt", pem(ed25519.Ed25519PrivateKey.generate()), None, "RSA (RS256) or EC"),
+        (
+            "private_key_jwt",
+            mine.bundle().split("-----BEGIN PRIVATE")[0],
+            None,
+            "no PEM private key",
+        ),
+        ("private_key_jwt", pem(ec_key()), "has space", "printable characters, no spaces"),
+        ("tls_client_auth", pem(ec_key()), None, "no PEM certificate"),
+        ("tls_client_auth", no_key, None, "holds no PEM private key"),
+        ("tls_client_auth", Issued(mine.certificate, other.key).bundle(), None, "does not belong"),
+        ("tls_client_auth", expired.bundle(), None, "client certificate expired on"),
+        ("tls_client_auth", mine.bundle(), "kid", "--key-id goes with"),
+        ("client_secret_post", "s3cret", "kid", "--key-id goes with"),
+        ("client_secret_jwt", "s3cret", None, "auth method must be one of"),
+        ("client_secret_basic", "", None, "credential is empty"),
+    ]
+
+
+@pytest.mark.parametrize(("method", "material", "key_id", "said"), _refusals())
+def test_a_credential_that_cannot_work_is_refused_with_what_is_wrong(
+    method: str, material: str, key_id: str | None, said: str
+) -> None:
+    with pytest.raises(OperationalError, match=re.escape(said)):
+        client_auth.prepare(method, material, key_id, NOW)
+
+
+def test_a_certificate_file_is_stored_leaf_first_with_the_leafs_expiry() -> None:
+    authority = Authority("intermediate")
+    leaf = authority.issue("app", days=40)
+    given = authority.certificate.public_bytes(serialization.Encoding.PEM).decode()
+    prepared = client_auth.prepare("tls_client_auth", given + leaf.bundle(), None, NOW)
+    assert prepared.cert_expires_at == leaf.certificate.not_valid_after_utc
+    first = x509.load_pem_x509_certificates(prepared.secret.encode())[0]
+    assert first == leaf.certificate and prepared.secret.rstrip().endswith("END PRIVATE KEY-----")
+    assert "BEGIN" not in repr(prepared)
+
+
+def test_a_traditional_rsa_key_is_stored_as_pkcs8_and_signs() -> None:
+    key = rsa_key()
+    traditional = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
+    ).decode()
+    prepared = client_auth.prepare("private_key_jwt", traditional, "k1", NOW)
+    assert prepared.secret == pem(key) and prepared.key_id == "k1"
+    assertion = client_auth.client_assertion(
+        "c", "https://idp/token", Credential(prepared.secret), 0
+    )
+    assert jws.extract_compact(assertion.encode()).headers()["alg"] == "RS256"
+
+
+# -- through the token API, on both databases --------------------------------------------------
+
+
+def test_the_token_api_signs_with_the_new_key_and_falls_back_once_to_the_previous_one(
+    runtime: Runtime, client: FlaskClient, oauth: TokenServer, provider: Provider
+) -> None:
+    old, new = rsa_key(), ec_key()
+    provider.register_keys(CLIENT_ID, (old, "old"))
+    register_app(
+        runtime, "okta", client_id=CLIENT_ID, grant="client_credentials", vendor_app_id=None,
+        token_url=oauth.url, auth_method="private_key_jwt", key_id="old",
+        client_secret=pem(old), signing_secret=None,
+    )  # fmt: skip
+    key = create_key(runtime, "svc")
+    body = {"app": "okta", "tenant": "intdev2"}
+    first = client.post(TOKEN, json=body, headers={"Authorization": f"Bearer {key}"})
+    assert first.status_code == 200 and first.json["source"] == "upstream", first.json
+    with runtime.session() as session, writing(session):
+        app = apps.get_app(session, "okta")
+        apps.set_client_credential(runtime.keyring, app, pem(new), runtime.clock(), key_id="new")
+    stale = {**body, "stale_token": first.json["access_token"]}
+    second = client.post(TOKEN, json=stale, headers={"Authorization": f"Bearer {key}"})
+    assert second.status_code == 200, second.json
+    kids = [_assertion(oauth, i)[0]["kid"] for i in range(oauth.calls)]
+    assert kids == ["old", "new", "old"]  # the new key is not registered yet: the old one, once
+    with runtime.session() as session, writing(session):
+        app = apps.get_app(session, "okta")
+        apps.set_client_credential(
+            runtime.keyring, app, "s3cret", runtime.clock(), method="client_secret_basic"
+        )
+        assert (app.client_secret_previous, app.client_key_id) == (None, None)

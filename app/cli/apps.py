@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 
 import click
 
 from app.cli.common import note, read_secrets, session_for, table, when
+from app.cli.credentials import credential_from_files, credential_options
 from vault import apps
 from vault.models import Grant
 
@@ -35,14 +37,25 @@ def apps_group() -> None:
 )
 @click.option("--scope", default="", help="default scope, space separated")
 @click.option("--allowed-scopes", default="", help="scopes callers may ask for (empty: any)")
-def apps_add(slug: str, **options: str) -> None:
-    """Register an app; reads the client secret, then the signing secret, from standard input."""
+@credential_options
+def apps_add(
+    slug: str, private_key_file: Path | None, client_cert_file: Path | None, **options: str
+) -> None:
+    """Register an app; reads the client secret (unless a file holds the credential), then the
+    signing secret, from standard input."""
     spec = apps.AppSpec(slug=slug, **options)
-    wanted = ["client secret"] + (["signing secret"] if spec.grant == Grant.DELEGATION else [])
+    credential = credential_from_files(
+        spec.auth_method, private_key_file, client_cert_file, spec.key_id
+    )
+    wanted = ([] if credential else ["client secret"]) + (
+        ["signing secret"] if spec.grant == Grant.DELEGATION else []
+    )
     secrets = read_secrets(*wanted)
+    if credential is None:
+        credential = secrets.pop(0)
     with session_for(write=True) as (rt, session):
         apps.add_app(
-            session, rt.keyring, spec, secrets[0], secrets[1] if len(secrets) > 1 else None,
+            session, rt.keyring, spec, credential, secrets[0] if secrets else None,
             rt.clock(), allow_http=rt.settings.allow_http_token_urls,
         )  # fmt: skip
     note(f"registered app {slug!r}")
@@ -76,6 +89,8 @@ def apps_show(slug: str) -> None:
             ("allowed scopes", app.allowed_scopes),
             ("client secret set", when(app.client_secret_set_at)),
             ("previous client secret", "kept" if app.client_secret_previous else None),
+            ("key id", app.client_key_id),
+            ("client certificate expires", when(app.client_cert_expires_at)),
             ("signing secret set", when(app.signing_secret_set_at)),
             (
                 "previous signing secret until",

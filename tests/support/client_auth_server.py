@@ -95,14 +95,15 @@ class Authority:
     ) -> Issued:
         now = dt.datetime.now(dt.UTC)
         key = key or ec_key()
+        after = now + dt.timedelta(days=days)  # in the past for an expired certificate
         builder = (
             x509.CertificateBuilder()
             .subject_name(_name(common_name))
             .issuer_name(self.certificate.subject)
             .public_key(key.public_key())
             .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(now + dt.timedelta(days=days))
+            .not_valid_before(min(now, after) - dt.timedelta(days=1))
+            .not_valid_after(after)
         )
         if server:
             address = x509.IPAddress(ipaddress.ip_address(common_name))
