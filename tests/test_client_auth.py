@@ -3,6 +3,7 @@ RFC 8705 client certificates checked by Python's ssl, against a real loopback to
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import json
 import re
@@ -14,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from flask.testing import FlaskClient
 from joserfc import jws
@@ -33,6 +34,7 @@ from tests.support.client_auth_server import (
 from tests.support.oauth_server import TokenServer, serving
 from tests.token_fixtures import TOKEN
 from vault import apps, client_auth
+from vault import pem as checks
 from vault.client_auth import ASSERTION_TYPE, Credential
 from vault.db import writing
 from vault.errors import OperationalError, UpstreamRejected, UpstreamUnavailable
@@ -287,12 +289,13 @@ def _refusals() -> list[tuple[str, str, str | None, str]]:
         ),
         ("private_key_jwt", pem(ec_key()), "has space", "printable characters, no spaces"),
         ("tls_client_auth", pem(ec_key()), None, "no PEM certificate"),
-        ("tls_client_auth", no_key, None, "holds no PEM private key"),
+        ("tls_client_auth", no_key, None, "no PEM private key"),
         ("tls_client_auth", Issued(mine.certificate, other.key).bundle(), None, "does not belong"),
         ("tls_client_auth", expired.bundle(), None, "client certificate expired on"),
         ("tls_client_auth", mine.bundle(), "kid", "--key-id goes with"),
+        ("private_key_jwt", Issued(mine.certificate, other.key).bundle(), None, "does not belong"),
         ("client_secret_post", "s3cret", "kid", "--key-id goes with"),
-        ("client_secret_jwt", "s3cret", None, "auth method must be one of"),
+        ("client_secret_jwt", "s3cret", None, "unknown auth method"),
         ("client_secret_basic", "", None, "credential is empty"),
     ]
 
@@ -302,14 +305,14 @@ def test_a_credential_that_cannot_work_is_refused_with_what_is_wrong(
     method: str, material: str, key_id: str | None, said: str
 ) -> None:
     with pytest.raises(OperationalError, match=re.escape(said)):
-        client_auth.prepare(method, material, key_id, NOW)
+        checks.prepare(method, material, key_id, NOW)
 
 
 def test_a_certificate_file_is_stored_leaf_first_with_the_leafs_expiry() -> None:
     authority = Authority("intermediate")
     leaf = authority.issue("app", days=40)
     given = authority.certificate.public_bytes(serialization.Encoding.PEM).decode()
-    prepared = client_auth.prepare("tls_client_auth", given + leaf.bundle(), None, NOW)
+    prepared = checks.prepare("tls_client_auth", given + leaf.bundle(), None, NOW)
     assert prepared.cert_expires_at == leaf.certificate.not_valid_after_utc
     first = x509.load_pem_x509_certificates(prepared.secret.encode())[0]
     assert first == leaf.certificate and prepared.secret.rstrip().endswith("END PRIVATE KEY-----")
@@ -323,7 +326,7 @@ def test_a_traditional_rsa_key_is_stored_as_pkcs8_and_signs() -> None:
         serialization.PrivateFormat.TraditionalOpenSSL,
         serialization.NoEncryption(),
     ).decode()
-    prepared = client_auth.prepare("private_key_jwt", traditional, "k1", NOW)
+    prepared = checks.prepare("private_key_jwt", traditional, "k1", NOW)
     assert prepared.secret == pem(key) and prepared.key_id == "k1"
     assertion = client_auth.client_assertion(
         "c", "https://idp/token", Credential(prepared.secret), 0
@@ -362,3 +365,21 @@ def test_the_token_api_signs_with_the_new_key_and_falls_back_once_to_the_previou
             runtime.keyring, app, "s3cret", runtime.clock(), method="client_secret_basic"
         )
         assert (app.client_secret_previous, app.client_key_id) == (None, None)
+
+
+def test_every_auth_method_is_checked_when_given() -> None:
+    assert set(client_auth.AUTH_METHODS) == {*checks.SECRET_METHODS, *checks.KEY_METHODS}
+
+
+def test_a_key_given_with_its_certificate_names_it_by_thumbprint_in_the_assertion(
+    endpoint: Upstream, oauth: TokenServer, provider: Provider
+) -> None:
+    issued = Authority("entra app certificate").issue("app", key=rsa_key())
+    provider.register_keys(CLIENT_ID, (issued.key, None))
+    prepared = checks.prepare("private_key_jwt", issued.bundle(), None, NOW)
+    assert prepared.cert_expires_at == issued.certificate.not_valid_after_utc
+    endpoint.fetch(token_request(oauth, "private_key_jwt"), Credential(prepared.secret), 600)
+    header, _claims = _assertion(oauth)
+    digest = issued.certificate.fingerprint(hashes.SHA256())
+    assert header["x5t#S256"] == base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+    assert header["alg"] == "RS256" and "x5t" in header

@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from vault import client_auth
+from vault import client_auth, pem
 from vault.crypto import Keyring
 from vault.errors import OperationalError, UnknownApp
 from vault.models import App, Grant
@@ -79,7 +79,7 @@ def add_app(
     the private key (private_key_jwt) or of the certificate chain and key (tls_client_auth).
     """
     validate_spec(spec, allow_http=allow_http)
-    credential = client_auth.prepare(spec.auth_method, client_secret, spec.key_id, now)
+    credential = pem.prepare(spec.auth_method, client_secret, spec.key_id, now)
     if spec.grant == Grant.DELEGATION and not signing_secret:
         raise OperationalError("a delegation app needs a signing secret")
     if session.scalar(select(App.id).where(App.slug == spec.slug)) is not None:
@@ -193,8 +193,10 @@ def set_client_credential(
     new one activates; a change of auth method drops it (it would not prove anything any more).
     """
     method = method or app.auth_method
+    if method not in AUTH_METHODS:
+        raise OperationalError(f"auth method must be one of {', '.join(AUTH_METHODS)}")
     if material:
-        new = client_auth.prepare(method, material, key_id, now)
+        new = pem.prepare(method, material, key_id, now)
         if method == app.auth_method:
             old = keyring.decrypt(app.client_secret, row_aad(app, "client_secret"))
             app.client_secret_previous = keyring.encrypt(

@@ -15,9 +15,7 @@ The private key of a client certificate reaches OpenSSL through an anonymous in-
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import os
-import re
 import secrets
 import ssl
 from collections.abc import Callable
@@ -25,13 +23,13 @@ from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 import httpx
-from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from joserfc import jwt
 from joserfc.jwk import ECKey, RSAKey
 
+from vault import pem
 from vault.crypto import Keyring
 from vault.errors import OperationalError, UpstreamRejected
 from vault.models import App
@@ -42,11 +40,6 @@ if TYPE_CHECKING:
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 ASSERTION_LIFETIME = 120  # seconds; the contract allows at most 5 minutes
-MIN_RSA_BITS = 2048
-KEY_ID = re.compile(r"^[\x21-\x7e]{1,256}$")
-PEM_KEY = re.compile(
-    rb"-----BEGIN ((?:RSA |EC |ENCRYPTED )?PRIVATE KEY)-----.+?-----END \1-----", re.DOTALL
-)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,18 +51,6 @@ class Credential:
 
     def __repr__(self) -> str:  # never print the secret or key
         return f"Credential(key_id={self.key_id!r})"
-
-
-@dataclasses.dataclass(frozen=True)
-class Prepared:
-    """A credential checked and normalised for storage, with what may be shown about it."""
-
-    secret: str
-    key_id: str | None = None
-    cert_expires_at: dt.datetime | None = None
-
-    def __repr__(self) -> str:
-        return f"Prepared(key_id={self.key_id!r}, cert_expires_at={self.cert_expires_at!r})"
 
 
 # -- sending -----------------------------------------------------------------------------------
@@ -122,7 +103,7 @@ def client_assertion(client_id: str, audience: str, cred: Credential, now: float
     """An RFC 7523 client assertion: iss = sub = client id, aud = the token URL, a fresh jti."""
     key = _signing_key(cred.secret)
     algorithm = "RS256" if isinstance(key, RSAKey) else "ES256"
-    header = {"alg": algorithm, "typ": "JWT"}
+    header = {"alg": algorithm, "typ": "JWT", **pem.thumbprints(cred.secret)}
     if cred.key_id:
         header["kid"] = cred.key_id
     issued = int(now)
@@ -213,79 +194,3 @@ def exchange_telling(
         if exc.upstream_error != "invalid_client" or previous is None:
             raise
         return upstream.fetch(request, previous, default_ttl, deadline), True
-
-
-# -- checking what an operator gives -----------------------------------------------------------
-
-
-def prepare(method: str, material: str, key_id: str | None, now: dt.datetime) -> Prepared:
-    """Check a credential for ``method`` and normalise it; OperationalError says what is wrong."""
-    if method not in AUTH_METHODS:
-        raise OperationalError(f"auth method must be one of {', '.join(AUTH_METHODS)}")
-    if key_id is not None and method != "private_key_jwt":
-        raise OperationalError("--key-id goes with --auth-method private_key_jwt only")
-    if key_id is not None and not KEY_ID.fullmatch(key_id):
-        raise OperationalError("key id: 1 to 256 printable characters, no spaces")
-    if not material:
-        raise OperationalError("the client credential is empty")
-    if method == "private_key_jwt":
-        return Prepared(_private_key_pem(_load_key(material.encode())), key_id)
-    if method in CERTIFICATE_METHODS:
-        return _certificate(material.encode(), now)
-    return Prepared(material)
-
-
-def _load_key(data: bytes) -> rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey:
-    try:
-        key = serialization.load_pem_private_key(data, password=None)
-    except TypeError:
-        raise OperationalError("the private key is encrypted; give it unencrypted") from None
-    except (ValueError, UnsupportedAlgorithm):
-        raise OperationalError("no PEM private key (RSA or EC) found in the file") from None
-    if isinstance(key, rsa.RSAPrivateKey):
-        if key.key_size < MIN_RSA_BITS:
-            raise OperationalError(f"the RSA key has {key.key_size} bits; at least 2048 are needed")
-        return key
-    if isinstance(key, ec.EllipticCurvePrivateKey) and isinstance(key.curve, ec.SECP256R1):
-        return key
-    raise OperationalError("the private key must be RSA (RS256) or EC on P-256 (ES256)")
-
-
-def _private_key_pem(key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey) -> str:
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    ).decode()
-
-
-def _certificate(data: bytes, now: dt.datetime) -> Prepared:
-    """A certificate chain and its key: the certificate of the key first, the key last."""
-    try:
-        chain = x509.load_pem_x509_certificates(data)
-    except ValueError:
-        raise OperationalError("no PEM certificate found in the client certificate file") from None
-    found = PEM_KEY.search(data)
-    if found is None:
-        raise OperationalError("the client certificate file holds no PEM private key")
-    key = _load_key(found.group(0))
-    public = key.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    own = [c for c in chain if _public_der(c) == public]
-    if not own:
-        raise OperationalError("the private key does not belong to any certificate in the file")
-    leaf = own[0]
-    if leaf.not_valid_after_utc <= now:
-        raise OperationalError(
-            f"the client certificate expired on {leaf.not_valid_after_utc:%Y-%m-%d}"
-        )
-    ordered = [leaf, *(c for c in chain if c is not leaf)]
-    pem = "".join(c.public_bytes(serialization.Encoding.PEM).decode() for c in ordered)
-    return Prepared(pem + _private_key_pem(key), None, leaf.not_valid_after_utc)
-
-
-def _public_der(certificate: x509.Certificate) -> bytes:
-    return certificate.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
