@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
+import logging
 import re
 import tempfile
 import time
@@ -21,6 +22,7 @@ from flask.testing import FlaskClient
 from joserfc import jws
 
 from tests.builders import create_key, register_app
+from tests.support.at_rest import database_bytes
 from tests.support.client_auth_server import (
     Authority,
     Issued,
@@ -383,3 +385,49 @@ def test_a_key_given_with_its_certificate_names_it_by_thumbprint_in_the_assertio
     digest = issued.certificate.fingerprint(hashes.SHA256())
     assert header["x5t#S256"] == base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
     assert header["alg"] == "RS256" and "x5t" in header
+
+
+def test_private_keys_and_certificate_keys_are_nowhere_in_the_database_files_or_logs(
+    runtime: Runtime,
+    client: FlaskClient,
+    oauth: TokenServer,
+    provider: Provider,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    signing, rotated = rsa_key(), ec_key()
+    certified = Authority("client CA").issue("okta-service-app")
+    provider.register_keys(CLIENT_ID, (signing, None))
+    register_app(
+        runtime, "okta", client_id=CLIENT_ID, grant="client_credentials", vendor_app_id=None,
+        token_url=oauth.url, auth_method="private_key_jwt", client_secret=pem(signing),
+        signing_secret=None,
+    )  # fmt: skip
+    register_app(
+        runtime, "mtls", grant="client_credentials", vendor_app_id=None, token_url=oauth.url,
+        auth_method="tls_client_auth", client_secret=certified.bundle(), signing_secret=None,
+    )  # fmt: skip
+    key = create_key(runtime, "svc")
+    asked = client.post(
+        TOKEN, json={"app": "okta", "tenant": "intdev2"}, headers={"Authorization": f"Bearer {key}"}
+    )
+    assert asked.status_code == 200, asked.json
+    refused = client.post(  # plain HTTP: no certificate shown, so the provider refuses
+        TOKEN, json={"app": "mtls", "tenant": "intdev2"}, headers={"Authorization": f"Bearer {key}"}
+    )
+    assert refused.status_code == 502 and "/internal/v1/token 502" in caplog.text
+    with runtime.session() as session, writing(session):
+        app = apps.get_app(session, "okta")
+        apps.set_client_credential(runtime.keyring, app, pem(rotated), runtime.clock())
+    blob = database_bytes(runtime.engine)
+    assert b"dv1:test1:" in blob  # the scan reads real ciphertext
+    logs = caplog.text.encode()
+    for private in (signing, rotated, certified.key):
+        der = private.private_bytes(
+            serialization.Encoding.DER,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        body = "".join(pem(private).splitlines()[1:-1])
+        for marker in (der[-48:], body[:64].encode(), body[-64:].encode()):
+            assert marker not in blob and marker not in logs
