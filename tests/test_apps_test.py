@@ -8,12 +8,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import Result
 from cryptography.hazmat.primitives import serialization
 from sqlalchemy import func, select
 
 from app import create_app
-from app.cli import cli
 from tests.builders import (
     CLIENT_SECRET,
     SIGNING_SECRET,
@@ -22,6 +21,7 @@ from tests.builders import (
     delegation_body,
     signed,
 )
+from tests.support.cli import invoker
 from tests.support.client_auth_server import Authority, Provider, ec_key, mutual_tls, pem, rsa_key
 from tests.support.oauth_server import Reply, TokenServer, serving
 from tests.support.ports import free_port
@@ -56,15 +56,7 @@ def environment(sqlite_url: str, entry: str, tmp_path: Path) -> dict[str, str]:
 
 @pytest.fixture
 def run(environment: dict[str, str]):  # type: ignore[no-untyped-def]
-    def invoke(*args: str, stdin: str | None = None) -> Result:
-        result = CliRunner().invoke(cli, list(args), input=stdin, env=environment)
-        assert "Traceback" not in result.output
-        assert result.exception is None or isinstance(result.exception, SystemExit), (
-            result.exception
-        )
-        return result
-
-    return invoke
+    return invoker(environment)
 
 
 @pytest.fixture

@@ -21,6 +21,7 @@ from tests.builders import (
     example,
     signed,
 )
+from tests.support.cli import invoker
 from vault import apps, keys, migrate
 from vault.crypto import new_key_entry, parse_keyring
 from vault.models import Role
@@ -45,15 +46,7 @@ def run(database_url: str, entry: str, tmp_path: Path):  # type: ignore[no-untyp
         "DV_KEYS_FILE": "",
     }
 
-    def invoke(*args: str, stdin: str | None = None) -> Result:
-        result = CliRunner().invoke(cli, list(args), input=stdin, env=env)
-        assert "Traceback" not in result.output
-        assert result.exception is None or isinstance(result.exception, SystemExit), (
-            result.exception
-        )
-        return result
-
-    return invoke
+    return invoker(env)
 
 
 @pytest.fixture
