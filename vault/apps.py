@@ -143,14 +143,9 @@ def signing_secrets(
 
 
 def client_secrets(keyring: Keyring, app: App) -> tuple[str, str | None]:
-    """(current, previous) client secrets."""
-    current = keyring.decrypt_text(app.client_secret, row_aad(app, "client_secret"))
-    previous = None
-    if app.client_secret_previous:
-        previous = keyring.decrypt_text(
-            app.client_secret_previous, row_aad(app, "client_secret_previous")
-        )
-    return current, previous
+    """(current, previous) client credentials as text (see client_auth.credentials)."""
+    current, previous = client_auth.credentials(keyring, app)
+    return current.secret, previous.secret if previous else None
 
 
 def rotate_signing_secret(
