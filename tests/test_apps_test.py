@@ -268,3 +268,15 @@ def test_a_client_certificate_app_gets_a_token_and_its_key_is_nowhere_at_rest_or
         assert der not in stored.read_bytes() and body not in stored.read_bytes(), stored
     logs = (caplog.text + added.output + shown.output + tested.output).encode()
     assert der not in logs and body not in logs
+
+
+def test_a_certificate_the_provider_does_not_trust_is_a_tls_error_with_its_advice(
+    run, mtls: tuple[TokenServer, Authority], tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    server, _client_ca = mtls
+    stranger = Authority("someone else's CA").issue("okta-service-app")
+    path = key_file(tmp_path, stranger.bundle())
+    add_service_app(run, server.url, "--auth-method", "tls_client_auth", "--client-cert-file", path)  # fmt: skip
+    result = run("apps", "test", "okta", "--tenant", "intdev2")
+    assert result.exit_code == 1 and "no token: tls_error" in result.stderr
+    assert "trusts the client certificate's issuer" in result.stderr and server.calls == 0
