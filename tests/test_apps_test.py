@@ -203,6 +203,7 @@ def test_refusals_before_any_request_say_what_is_missing(run, oauth: TokenServer
     )
     outside = run("apps", "test", "okta", "--tenant", "intdev2", "--scope", "okta.admin")
     assert outside.exit_code == 1 and "invalid_scope" in outside.stderr
+    assert "outside the app's allowed scopes" in outside.stderr
     needs_tenant = run("apps", "test", "okta")
     assert needs_tenant.exit_code == 1 and "give --tenant" in needs_tenant.stderr
     assert oauth.calls == 0

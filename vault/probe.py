@@ -43,10 +43,13 @@ ADVICE = {
     "tls_error": "the TLS connection failed: check the token endpoint's certificate is trusted (SSL_CERT_FILE) and, with tls_client_auth, that the provider trusts the client certificate's issuer",
     "network_error": "the token endpoint could not be reached: check --token-url and the network path to it",
     "timeout": "the token endpoint did not answer in time (DV_UPSTREAM_TIMEOUT): try again, check its status",
-    # refusals before any request
+}
+# Refusals by the vault itself, before any request is sent.
+HERE = {
     "no_delegation": "no delegated user is stored for this tenant: its admin must pick one in Seismic",
     "delegation_disabled": "the app is disabled for this tenant in Seismic: its admin must enable it",
     "tenant_required": "this app needs a tenant: give --tenant",
+    "invalid_scope": "the scope is outside the app's allowed scopes: ask within them, or change them (apps update --allowed-scopes)",
     "unknown_app": "no app is registered under this name: see apps list",
 }
 BUSY = "the token endpoint is failing or rate limiting: try again later, check its status"
@@ -63,6 +66,7 @@ class Outcome:
     error: str | None = None
     status: int | None = None  # the token endpoint's HTTP status, when it answered
     previous_credential: bool = False  # the token came with the previous credential
+    refused_here: bool = False  # the vault refused before asking the token endpoint
 
     @property
     def advice(self) -> str | None:
@@ -70,6 +74,8 @@ class Outcome:
             return "the new credential is not accepted yet; the previous one still works"
         if self.error is None:
             return None
+        if self.refused_here:
+            return HERE.get(self.error, FALLBACK)
         if self.error.startswith("http_"):
             return BUSY
         return ADVICE.get(self.error, FALLBACK)
@@ -87,7 +93,9 @@ def check_app(
     try:
         target = tokens.resolve(session, runtime, OPERATOR, tokens.TokenQuery(slug, tenant, scope))
     except VaultError as exc:
-        return Outcome(False, error=exc.reason if exc.reason in ADVICE else exc.error)
+        return Outcome(
+            False, error=exc.reason if exc.reason in HERE else exc.error, refused_here=True
+        )
     finally:
         session.rollback()  # no transaction stays open across the network call
     request = request_for(target.app, target.tenant, target.user_id, target.scope)
