@@ -178,17 +178,24 @@ def credentials(keyring: Keyring, app: App) -> tuple[Credential, Credential | No
 
 
 def exchange(
-    upstream: Upstream, keyring: Keyring, app: App, request: TokenRequest, default_ttl: int
+    upstream: Upstream,
+    request: TokenRequest,
+    current: Credential,
+    previous: Credential | None,
+    default_ttl: int,
 ) -> Token:
     """One token with the app's credential, or with the previous one once on invalid_client."""
-    return exchange_telling(upstream, keyring, app, request, default_ttl)[0]
+    return exchange_telling(upstream, request, current, previous, default_ttl)[0]
 
 
 def exchange_telling(
-    upstream: Upstream, keyring: Keyring, app: App, request: TokenRequest, default_ttl: int
+    upstream: Upstream,
+    request: TokenRequest,
+    current: Credential,
+    previous: Credential | None,
+    default_ttl: int,
 ) -> tuple[Token, bool]:
     """Like ``exchange``, also telling whether it took the previous credential."""
-    current, previous = credentials(keyring, app)
     deadline = upstream.deadline()
     try:
         return upstream.fetch(request, current, default_ttl, deadline), False

@@ -101,13 +101,11 @@ def check_app(
     request = request_for(target.app, target.tenant, target.user_id, target.scope)
     ttl = runtime.settings.token_default_ttl
     try:
-        token, previous = client_auth.exchange_telling(
-            upstream, runtime.keyring, target.app, request, ttl
-        )
+        current, previous = client_auth.credentials(runtime.keyring, target.app)
+        token, fell_back = client_auth.exchange_telling(upstream, request, current, previous, ttl)
     except UpstreamRejected as exc:
         return Outcome(False, error=exc.upstream_error, status=exc.upstream_status or None)
     except UpstreamUnavailable as exc:
         return Outcome(False, error=exc.reason)
-    return Outcome(
-        True, token.expires_in, token.scope or target.scope, previous_credential=previous
-    )
+    scope = token.scope or target.scope
+    return Outcome(True, token.expires_in, scope, previous_credential=fell_back)

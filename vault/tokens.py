@@ -335,10 +335,11 @@ class Tokens:
         except UpstreamUnavailable:
             metrics.TOKEN_REQUESTS.labels("circuit_open", "upstream").inc()
             raise
+        current, previous = client_auth.credentials(self.rt.keyring, app)
         started = time.monotonic()
         ttl = self.rt.settings.token_default_ttl
         try:
-            token = client_auth.exchange(self.upstream, self.rt.keyring, app, request, ttl)
+            token = client_auth.exchange(self.upstream, request, current, previous, ttl)
         except UpstreamUnavailable as exc:
             circuit.failed(session, where, self.rt.clock(), exc.reason, counts=True)
             metrics.TOKEN_REQUESTS.labels("upstream_unavailable", "upstream").inc()
