@@ -27,7 +27,6 @@ from tests.support.oauth_server import Reply, TokenServer, serving
 from tests.support.ports import free_port
 from vault import apps
 from vault.crypto import new_key_entry, parse_keyring
-from vault.db import writing
 from vault.models import CachedToken
 from vault.runtime import Runtime
 from vault.settings import Settings
@@ -138,11 +137,16 @@ def test_a_rotated_key_not_yet_registered_works_through_the_previous_one_and_say
     provider.register_keys(CLIENT_ID, (old, "old"))
     path = key_file(tmp_path, pem(old))
     add_service_app(run, oauth.url, "--auth-method", "private_key_jwt", "--private-key-file", path, "--key-id", "old")  # fmt: skip
-    with vault_runtime.session() as session, writing(session):
-        app = apps.get_app(session, "okta")
-        apps.set_client_credential(
-            vault_runtime.keyring, app, pem(new), vault_runtime.clock(), key_id="new"
-        )
+    new_path = key_file(tmp_path, pem(new), "new.pem")
+    mismatched = run("apps", "set-client-secret", "okta", "--client-cert-file", new_path)
+    assert (
+        mismatched.exit_code == 2
+        and "does not go with auth method private_key_jwt" in mismatched.stderr
+    )
+    rotated = run(
+        "apps", "set-client-secret", "okta", "--private-key-file", new_path, "--key-id", "new"
+    )
+    assert rotated.exit_code == 0, rotated.output
     result = run("apps", "test", "okta", "--tenant", "intdev2")
     assert result.exit_code == 0, result.output
     assert "the new credential is not accepted yet" in result.stdout
@@ -150,6 +154,11 @@ def test_a_rotated_key_not_yet_registered_works_through_the_previous_one_and_say
     provider.register_keys(CLIENT_ID, (new, "new"))
     again = run("apps", "test", "okta", "--tenant", "intdev2")
     assert again.exit_code == 0 and "note:" not in again.stdout and oauth.calls == 3
+    dropped = run("apps", "set-client-secret", "okta", "--drop-previous", "--private-key-file", new_path, "--key-id", "new")  # fmt: skip
+    assert dropped.exit_code == 0 and "previous one dropped" in dropped.stderr
+    with vault_runtime.session() as session:
+        app = apps.get_app(session, "okta")
+        assert (app.client_secret_previous, app.client_key_id) == (None, "new")
 
 
 # -- each failure class ------------------------------------------------------------------------

@@ -126,11 +126,27 @@ def apps_rotate_signing_secret(slug: str, keep_previous_hours: int) -> None:
 
 @apps_group.command("set-client-secret")
 @click.argument("slug")
-@click.option("--drop-previous", is_flag=True, help="forget the previous client secret")
-def apps_set_client_secret(slug: str, drop_previous: bool) -> None:
-    """Install a new client secret (from stdin); the previous one is tried on invalid_client."""
-    (secret,) = read_secrets("new client secret")
+@click.option("--drop-previous", is_flag=True, help="forget the previous client credential")
+@credential_options
+def apps_set_client_secret(
+    slug: str,
+    drop_previous: bool,
+    private_key_file: Path | None,
+    client_cert_file: Path | None,
+    key_id: str | None,
+) -> None:
+    """Install a new client secret (from stdin), or the private key or client certificate of an
+    app that authenticates with one; the previous one is tried on invalid_client."""
+    with session_for() as (_rt, session):
+        method = apps.get_app(session, slug).auth_method
+    credential = credential_from_files(method, private_key_file, client_cert_file, key_id)
+    if credential is None:
+        (credential,) = read_secrets("new client secret")
     with session_for(write=True) as (rt, session):
         app = apps.get_app(session, slug)
-        apps.set_client_secret(rt.keyring, app, secret, rt.clock(), drop_previous=drop_previous)
-    note(f"new client secret for {slug!r}" + ("; previous one dropped" if drop_previous else ""))
+        apps.set_client_credential(
+            rt.keyring, app, credential, rt.clock(), key_id=key_id, drop_previous=drop_previous
+        )
+    note(
+        f"new client credential for {slug!r}" + ("; previous one dropped" if drop_previous else "")
+    )

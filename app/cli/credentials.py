@@ -45,14 +45,14 @@ def credential_from_files(
     wanted = FILE_FLAG.get(method)
     for flag, path in given.items():
         if path is not None and flag != wanted:
-            raise click.UsageError(f"{flag} does not go with --auth-method {method}")
+            raise click.UsageError(f"{flag} does not go with auth method {method}")
     if key_id is not None and method != "private_key_jwt":
-        raise click.UsageError("--key-id goes with --auth-method private_key_jwt only")
+        raise click.UsageError("--key-id goes with auth method private_key_jwt only")
     if wanted is None:
         return None
     path = given[wanted]
     if path is None:
-        raise click.UsageError(f"--auth-method {method} needs {wanted}")
+        raise click.UsageError(f"auth method {method} needs {wanted}")
     return _read(path)
 
 
