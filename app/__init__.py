@@ -19,7 +19,8 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     # Prometheus' multi-process directory before anything imports the metrics.
     from flask import Flask
 
-    from app import callbacks, db, errors, internal, logs, operator
+    from app import callbacks, db, errors, internal, logs, observe, operator
+    from vault import notify
     from vault.runtime import Runtime
     from vault.settings import Settings
 
@@ -31,9 +32,11 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["vault"] = runtime
     logs.init_app(app, runtime.settings)
+    observe.init_app(app)
     db.init_app(app)
     errors.init_app(app)
     app.register_blueprint(callbacks.bp, url_prefix="/api/v1/applications")
     app.register_blueprint(internal.bp, url_prefix="/internal/v1")
     app.register_blueprint(operator.bp)
+    notify.start(runtime)  # sends DV_NOTIFY_URL's events from a background thread, if set
     return app

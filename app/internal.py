@@ -10,6 +10,7 @@ from flask import Blueprint, request
 from app.auth import service_caller
 from app.db import runtime, session, snapshot
 from app.logs import note
+from app.observe import counted_token_request
 from vault import apps, delegations, tokens
 from vault.clock import iso
 from vault.errors import InvalidRequest, NoDelegation, UnknownApp
@@ -27,6 +28,7 @@ FIELDS: dict[str, tuple[type | tuple[type, ...], int]] = {
 
 
 @bp.post("/token")
+@counted_token_request
 def token() -> tuple[dict[str, Any], int, dict[str, str]]:
     caller = service_caller()
     query = tokens.TokenQuery(**_token_fields())

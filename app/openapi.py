@@ -172,6 +172,107 @@ OPERATOR_401 = _reply("No operator key", _error("unauthorized"), WWW_AUTH)
 OPERATOR = [{"operatorBasic": []}, {"operatorBearer": []}]
 
 
+TIME = {"type": "string", "format": "date-time"}
+MAYBE_TIME = {"type": ["string", "null"], "format": "date-time"}
+MAYBE_STRING = {"type": ["string", "null"]}
+ATTENTION_ITEM = {
+    "type": "object",
+    "required": ["level", "text"],
+    "properties": {
+        "level": {"enum": ["critical", "warning", "info"]},
+        "text": STRING,
+        "app": STRING,
+        "tenant": STRING,
+        "reason": {"type": "string", "description": "the OAuth error or our own reason"},
+    },
+}
+TOKEN_HEALTH = {
+    "type": ["object", "null"],
+    "description": "null until a token is requested for the tenant",
+    "required": ["last_success_at", "last_failure_reason", "failing_since"],
+    "properties": {
+        "last_success_at": MAYBE_TIME,
+        "last_failure_at": MAYBE_TIME,
+        "last_failure_reason": MAYBE_STRING,
+        "last_failure_status": {"type": ["integer", "null"]},
+        "failing_since": MAYBE_TIME,
+        "consecutive_failures": {"type": "integer"},
+    },
+}
+FAILING_TENANT = {
+    "type": "object",
+    "required": ["app", "tenant", "reason", "since", "failures", "host"],
+    "properties": {
+        "app": STRING, "tenant": MAYBE_STRING, "tenant_id": MAYBE_STRING, "reason": STRING,
+        "detail": MAYBE_STRING, "status": {"type": ["integer", "null"]}, "since": TIME,
+        "last_failure_at": MAYBE_TIME, "failures": {"type": "integer"}, "host": STRING,
+    },
+}  # fmt: skip
+REJECTIONS = {
+    "type": "object",
+    "required": ["total", "by_reason", "recent"],
+    "properties": {
+        "total": {"type": "integer", "description": "in the last 24 hours"},
+        "by_reason": {
+            "type": "array",
+            "items": {"type": "object", "required": ["app", "reason", "count"]},
+        },
+        "recent": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["at", "slug", "reason", "remote"],
+                "properties": {
+                    "at": TIME,
+                    "slug": STRING,
+                    "reason": STRING,
+                    "remote": MAYBE_STRING,
+                },
+            },
+        },
+    },
+}
+STATUS = {
+    "type": "object",
+    "required": [
+        "attention", "generated_at", "apps", "failing", "tenants", "rejections", "tokens",
+        "upstreams", "keyring", "keys", "needs_attention",
+    ],
+    "properties": {
+        "attention": {"type": "array", "items": ATTENTION_ITEM, "description": "most severe first"},
+        "failing": {
+            "type": "object",
+            "required": ["total", "items"],
+            "properties": {"total": {"type": "integer"}, "items": {"type": "array", "items": FAILING_TENANT}},
+        },
+        "tenants": {
+            "type": "object",
+            "required": ["total", "page", "pages", "page_size", "items"],
+            "properties": {
+                "items": {
+                    "type": "array",
+                    "items": {"type": "object", "required": ["app", "tenant", "state", "token"],
+                              "properties": {"token": TOKEN_HEALTH}},
+                },
+            },
+        },
+        "rejections": REJECTIONS,
+        "upstreams": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["host", "circuit", "tenants_affected", "affected"],
+                "properties": {
+                    "circuit": {"enum": ["closed", "half-open", "open"]},
+                    "tenants_affected": {"type": "integer"},
+                    "affected": {"type": "array", "items": STRING},
+                },
+            },
+        },
+    },
+}  # fmt: skip
+
+
 @cache
 def document() -> dict[str, Any]:
     token_errors = _service_errors(
@@ -314,7 +415,11 @@ def document() -> dict[str, Any]:
                         {
                             "name": "state",
                             "in": "query",
-                            "schema": {"type": "string", "enum": ["active", "disabled", "revoked"]},
+                            "schema": {
+                                "type": "string",
+                                "enum": ["active", "disabled", "revoked", "failing"],
+                            },
+                            "description": "failing: the tenant's last token request failed",
                         },
                         {
                             "name": "q",
@@ -347,18 +452,7 @@ def document() -> dict[str, Any]:
                     "responses": {
                         "200": _reply(
                             "Status",
-                            {
-                                "type": "object",
-                                "required": [
-                                    "attention",
-                                    "apps",
-                                    "tenants",
-                                    "rejections",
-                                    "tokens",
-                                    "upstreams",
-                                    "keyring",
-                                ],
-                            },
+                            STATUS,
                         ),
                         "400": _reply("Bad page or state", _error("invalid_request")),
                         "401": OPERATOR_401,

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
-import os
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, render_template, request, url_for
@@ -11,10 +9,9 @@ from flask import Blueprint, Response, jsonify, render_template, request, url_fo
 from app.auth import operator_caller
 from app.db import runtime, session
 from app.openapi import document
-from vault import health, status
+from vault import attention, health, status
 from vault.clock import iso
 from vault.errors import InvalidRequest
-from vault.models import State
 
 bp = Blueprint("operator", __name__)
 PAGE_HEADERS = {
@@ -52,16 +49,19 @@ def readyz() -> tuple[dict[str, Any], int, dict[str, str]]:
 @bp.get("/status")
 def status_page() -> tuple[str, int, dict[str, str]]:
     operator_caller()
-    data, tenants = _gather()
+    found, tenants = _gather()
 
     def page_url(**changes: Any) -> str:
         return url_for("operator.status_page", **tenants.params(**changes))
 
     html = render_template(
         "status.html",
-        data=data,
+        attention=found.attention,
+        s=found.sections,
         filters=tenants,
-        states=[s.value for s in State],
+        states=status.FILTER_STATES,
+        actions=attention.ACTIONS,
+        default_action=attention.DEFAULT_ACTION,
         page_url=page_url,
         iso=iso,
     )
@@ -71,27 +71,19 @@ def status_page() -> tuple[str, int, dict[str, str]]:
 @bp.get("/status.json")
 def status_json() -> tuple[Response, int, dict[str, str]]:
     operator_caller()
-    data, _tenants = _gather()
-    return jsonify(_jsonable(data)), 200, {"Cache-Control": "no-store"}
+    found, _tenants = _gather()
+    return jsonify(found.as_json()), 200, {"Cache-Control": "no-store"}
 
 
 @bp.get("/metrics")
 def metrics() -> Response:
     if not runtime().settings.metrics_public:
         operator_caller()
-    from prometheus_client import (
-        CONTENT_TYPE_LATEST,
-        REGISTRY,
-        CollectorRegistry,
-        generate_latest,
-        multiprocess,
-    )
+    from prometheus_client import CONTENT_TYPE_LATEST
 
-    registry = REGISTRY
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        registry = CollectorRegistry()  # fresh per scrape: it reads every worker's files
-        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-    response = Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
+    from app.scrape import exposition  # after serve has set PROMETHEUS_MULTIPROC_DIR
+
+    response = Response(exposition(runtime()), mimetype=CONTENT_TYPE_LATEST)
     response.headers["Cache-Control"] = "no-store"
     return response
 
@@ -101,7 +93,7 @@ def openapi() -> Response:
     return jsonify(document())
 
 
-def _gather() -> tuple[dict[str, Any], status.TenantFilter]:
+def _gather() -> tuple[status.Status, status.TenantFilter]:
     tenants = _filter()
     rt = runtime()
     return status.gather(session(), rt.keyring, rt.clock(), tenants), tenants
@@ -113,17 +105,7 @@ def _filter() -> status.TenantFilter:
     state = args.get("state") or None
     if not page.isdigit() or not 1 <= int(page) <= 1_000_000:
         raise InvalidRequest("bad_page", "page must be a positive whole number")
-    if state is not None and state not in {s.value for s in State}:
-        raise InvalidRequest("bad_state", "state must be active, disabled or revoked")
+    if state is not None and state not in status.FILTER_STATES:
+        raise InvalidRequest("bad_state", "state must be active, disabled, revoked or failing")
     text = {name: (args.get(name) or "").strip()[:128] or None for name in ("app", "q")}
     return status.TenantFilter(app=text["app"], state=state, q=text["q"], page=int(page))
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dt.datetime):
-        return iso(value)
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_jsonable(v) for v in value]
-    return value

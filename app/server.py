@@ -5,6 +5,7 @@ from __future__ import annotations
 import atexit
 import os
 import shutil
+import sys
 import tempfile
 from typing import Any
 
@@ -41,8 +42,15 @@ class Server(BaseApplication):  # type: ignore[misc]
     def load(self) -> Any:
         # Each worker builds its own app after the fork: no database connection is shared.
         from app import create_app
+        from app.proxy import ForwardedFor
 
-        return create_app(self.settings)
+        return ForwardedFor(create_app(self.settings), self.options["forwarded_allow_ips"])
+
+
+def _when_ready(arbiter: Any) -> None:
+    """Say where the service listens, once the sockets are bound (a port of 0 is resolved)."""
+    for listener in arbiter.LISTENERS:
+        print(f"delegation-vault: listening on {listener}", file=sys.stderr, flush=True)
 
 
 def run(settings: Settings, *, bind: str, workers: int, threads: int) -> None:
@@ -59,6 +67,7 @@ def run(settings: Settings, *, bind: str, workers: int, threads: int) -> None:
         "errorlog": "-",
         "loglevel": "warning",
         "child_exit": _child_exit,
+        "when_ready": _when_ready,
         "proc_name": "delegation-vault",
         "forwarded_allow_ips": os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1"),
     }

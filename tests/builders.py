@@ -32,9 +32,12 @@ def register_app(runtime: Runtime, slug: str = "zendesk", **overrides: Any) -> N
         slug=slug,
         client_id=overrides.pop("client_id", f"{slug}-client"),
         vendor_app_id=overrides.pop("vendor_app_id", VENDOR_APP_ID),
+        # Any scope unless a test says otherwise; the default (the default scope alone) is
+        # tested where scopes are the subject.
+        allowed_scopes=overrides.pop("allowed_scopes", "*"),
         **overrides,
     )
-    with runtime.session() as session, writing(session):
+    with runtime.session() as session:
         apps.add_app(
             session,
             runtime.keyring,

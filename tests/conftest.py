@@ -26,7 +26,7 @@ from vault.db import make_engine
 from vault.runtime import Runtime, ensure_key_check
 from vault.settings import Settings
 
-pytest_plugins = ["tests.token_fixtures"]
+pytest_plugins = ["tests.token_fixtures", "tests.cli_support"]
 
 # Fuzzing keeps no example database and no caches in the checkout: the suite leaves the tree as
 # it found it.

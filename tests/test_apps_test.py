@@ -21,22 +21,17 @@ from tests.builders import (
     delegation_body,
     signed,
 )
-from tests.support.cli import invoker
+from tests.cli_support import invoker
 from tests.support.client_auth_server import Authority, Provider, ec_key, mutual_tls, pem, rsa_key
 from tests.support.oauth_server import Reply, TokenServer, serving
 from tests.support.ports import free_port
 from vault import apps
-from vault.crypto import new_key_entry, parse_keyring
+from vault.crypto import parse_keyring
 from vault.models import CachedToken
 from vault.runtime import Runtime
 from vault.settings import Settings
 
 CLIENT_ID = "0oa-okta-service-app"
-
-
-@pytest.fixture
-def entry() -> str:
-    return new_key_entry("cli1")
 
 
 @pytest.fixture

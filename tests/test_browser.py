@@ -116,3 +116,35 @@ def test_on_a_phone_the_page_never_scrolls_sideways_and_wide_tables_scroll_in_pl
     assert page.locator("#attention li").first.is_visible()
     page.screenshot(path=str(tmp_path / "status-phone.png"), full_page=True)
     context.close()
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_a_tenant_refused_with_invalid_grant_is_critical_until_a_token_succeeds(
+    browser: Any, app: Any, runtime: Runtime, key: str, oauth: Any, delegated: None
+) -> None:
+    from tests.builders import create_key
+    from tests.support.oauth_server import Reply
+    from tests.token_fixtures import ask
+
+    operator = create_key(runtime, "ops", role="operator")
+    client = app.test_client()
+    oauth.then(Reply(400, {"error": "invalid_grant"}))
+    assert ask(client, key).json["upstream_error"] == "invalid_grant"
+    with live_server.serving(app) as base:
+        context = browser.new_context(http_credentials={"username": "ops", "password": operator})
+        page = context.new_page()
+        assert page.goto(f"{base}/status").status == 200
+        first = page.locator("#attention li").first
+        assert first.get_attribute("class") == "critical"
+        assert (first.get_attribute("data-app"), first.get_attribute("data-tenant")) == (
+            "zendesk", "intdev2"
+        )  # fmt: skip
+        text = first.inner_text()
+        assert "invalid_grant" in text and "zendesk/intdev2" in text
+        assert "must pick a delegated user again" in text
+        assert "invalid_grant" in page.locator("#failing").inner_text()
+        assert ask(client, key).status_code == 200
+        page.reload()
+        assert page.locator("#attention li.critical").count() == 0
+        assert page.locator("#all-well").is_visible()
+        context.close()

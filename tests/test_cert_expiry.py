@@ -25,8 +25,8 @@ def test_certificates_within_30_days_warn_and_expired_ones_are_critical(
 ) -> None:
     clock.set(dt.datetime.now(dt.UTC))
     _register(runtime, "far", days=90)
-    _register(runtime, "soon", days=20)
-    _register(runtime, "sooner", days=3, method="private_key_jwt")
+    _register(runtime, "soon", days=20.5)
+    _register(runtime, "sooner", days=2.5, method="private_key_jwt")
     _register(runtime, "plain", days=1)
     register_app(runtime, "secret-only")  # no certificate at all
     clock.advance(2 * 86400)  # "plain" has now expired
@@ -38,4 +38,4 @@ def test_certificates_within_30_days_warn_and_expired_ones_are_critical(
     plain, sooner, soon = (e.text(clock()) for e in found)
     assert "expired on" in plain and "--client-cert-file" in plain
     assert "(within a day)" in sooner and "--private-key-file" in sooner
-    assert "(in 17 days)" in soon
+    assert "(in 18 days)" in soon

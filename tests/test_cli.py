@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-from click.testing import CliRunner, Result
+from click.testing import CliRunner
 
 from app import create_app
 from app.cli import cli
@@ -21,48 +19,13 @@ from tests.builders import (
     example,
     signed,
 )
-from tests.support.cli import invoker
+from tests.cli_support import add_zendesk
 from vault import apps, keys, migrate
-from vault.crypto import new_key_entry, parse_keyring
+from vault.crypto import parse_keyring
 from vault.models import Role
 from vault.runtime import Runtime
-from vault.settings import Settings
 
 NEW_SECRET = "a-brand-new-secret-7d1e"
-
-
-@pytest.fixture
-def entry() -> str:
-    return new_key_entry("cli1")
-
-
-@pytest.fixture
-def run(database_url: str, entry: str, tmp_path: Path):  # type: ignore[no-untyped-def]
-    env = {
-        "DATABASE_URL": database_url,
-        "DV_KEYS": entry,
-        "DV_ENV": "production",
-        "DV_INSTANCE_PATH": str(tmp_path / "instance"),
-        "DV_KEYS_FILE": "",
-    }
-
-    return invoker(env)
-
-
-@pytest.fixture
-def vault_runtime(database_url: str, entry: str, tmp_path: Path) -> Iterator[Runtime]:
-    settings = Settings(database_url=database_url, instance_path=tmp_path / "instance")
-    runtime = Runtime.build(settings, keyring=parse_keyring([entry]))
-    yield runtime
-    runtime.engine.dispose()
-
-
-def add_zendesk(run) -> Result:  # type: ignore[no-untyped-def]
-    return run(
-        "apps", "add", "zendesk", "--vendor-app-id", VENDOR_APP_ID, "--client-id", "zc",
-        "--scope", "seismic.library.view", "--allowed-scopes", "seismic.library.view seismic.reporting",
-        stdin=f"{CLIENT_SECRET}\n{SIGNING_SECRET}\n",
-    )  # fmt: skip
 
 
 def test_apps_add_list_show_remove(run, vault_runtime: Runtime) -> None:  # type: ignore[no-untyped-def]
@@ -76,7 +39,7 @@ def test_apps_add_list_show_remove(run, vault_runtime: Runtime) -> None:  # type
     with vault_runtime.session() as session:
         stored = apps.get_app(session, "zendesk")
         assert apps.client_secrets(vault_runtime.keyring, stored) == (CLIENT_SECRET, None)
-    assert run("apps", "remove", "zendesk").exit_code == 0
+    assert run("apps", "remove", "zendesk", "--yes").exit_code == 0
     assert "zendesk" not in run("apps", "list").stdout
 
 
@@ -98,7 +61,7 @@ def test_apps_add_refuses_missing_secrets_and_bad_options(run) -> None:  # type:
         "apps", "add", "okta", "--grant", "client_credentials", "--client-id", "c",
         "--token-url", "http://example.com/token", stdin="s\n",
     )  # fmt: skip
-    assert bad_url.exit_code == 1 and "https" in bad_url.stderr
+    assert bad_url.exit_code == 2 and "https" in bad_url.stderr
     assert len(bad_url.stderr.strip().splitlines()) == 1
 
 
@@ -111,10 +74,12 @@ def test_client_credentials_app_reads_only_the_client_secret(run) -> None:  # ty
     assert result.exit_code == 0, result.output
 
 
-def test_unknown_app_is_one_line_and_exit_1(run) -> None:  # type: ignore[no-untyped-def]
-    result = run("apps", "show", "nobody")
-    assert result.exit_code == 1
-    assert result.stderr.strip().splitlines() == ["Error: unknown app"]
+def test_unknown_app_is_one_line_naming_it_and_exit_1(run) -> None:  # type: ignore[no-untyped-def]
+    for args in (["apps", "show", "nobody"], ["apps", "update", "nobody", "--scope", "x"],
+                 ["delegations", "list", "--app", "nobody"], ["keys", "create", "k", "--app", "nobody"]):  # fmt: skip
+        result = run(*args)
+        assert result.exit_code == 1
+        assert result.stderr.strip().splitlines() == ["Error: unknown app 'nobody'"], args
 
 
 def test_rotate_signing_secret_keeps_the_previous_one_verifying(

@@ -13,7 +13,9 @@ from vault.settings import Settings
 
 def test_defaults_are_the_contracts() -> None:
     settings = Settings.from_env({})
-    assert settings.database_url == "sqlite:///instance/vault.db"
+    # sqlite:///instance/vault.db: vault.db in the instance folder (the checkout's instance/).
+    assert settings.database_url == f"sqlite:///{settings.instance_path / 'vault.db'}"
+    assert settings.instance_path.name == "instance" and settings.instance_path.is_absolute()
     assert (settings.webhook_max_age, settings.webhook_max_skew) == (120, 60)
     assert (settings.token_refresh_margin, settings.token_default_ttl) == (300, 600)
     assert (settings.upstream_max_attempts, settings.upstream_timeout) == (3, 5.0)

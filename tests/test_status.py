@@ -16,9 +16,9 @@ from tests.builders import (
     lifecycle_body,
 )
 from tests.support.clock import FrozenClock
-from tests.support.oauth_server import TokenServer
+from tests.support.oauth_server import Reply, TokenServer
 from tests.token_fixtures import LIFECYCLE, ask, deliver
-from vault import apps
+from vault import apps, circuit
 from vault.models import Delegation, UpstreamHealth
 from vault.runtime import Runtime
 from vault.sealing import row_aad
@@ -94,7 +94,12 @@ def test_attention_lists_open_circuits_rejections_old_keys_and_disabled_tenants(
     assert any("Circuit to auth.example.com is open" in t for t in texts)
     assert any("1 callback rejected" in t for t in texts)
     assert any("still under old keys" in t for t in texts)
-    assert "1 tenant cannot get a token: zendesk/intdev2." in texts
+    items = client.get("/status.json", headers=operator).json["attention"]
+    (disabled,) = [item for item in items if item.get("tenant") == "intdev2"]
+    assert disabled == {
+        "level": "info", "app": "zendesk", "tenant": "intdev2", "reason": "delegation_disabled",
+        "text": "zendesk/intdev2 cannot get a token: disabled by the tenant (token requests get delegation_disabled).",
+    }  # fmt: skip
     blocked = client.get("/status.json", headers=operator).json["needs_attention"]
     assert blocked["total"] == 1 and blocked["items"][0]["why"].startswith("disabled by the tenant")
     levels = [
@@ -127,7 +132,7 @@ def test_tenants_are_paginated_and_filtered(
     assert 'href="/status?q=bulk&amp;page=3"' in html and 'href="/status?q=bulk"' in html
 
 
-@pytest.mark.parametrize("query", ["page=0", "page=x", "state=gone", "page=-1"])
+@pytest.mark.parametrize("query", ["page=0", "page=x", "state=gone", "page=-1", "state=FAILING"])
 def test_bad_filters_are_400(client: FlaskClient, operator: dict[str, str], query: str) -> None:
     response = client.get(f"/status?{query}", headers=operator)
     assert (response.status_code, response.json["error"]) == (400, "invalid_request")
@@ -178,3 +183,126 @@ def test_keys_and_client_secret_age_are_shown_without_the_keys(
     assert data["apps"][0]["client_secret_age_days"] == 3
     html = client.get("/status", headers=operator).get_data(as_text=True)
     assert "billing" in html and service_key not in html and "set 3 days ago" in html
+
+
+def test_a_tenant_refused_with_invalid_grant_is_critical_first_until_a_token_succeeds(
+    client: FlaskClient, operator: dict[str, str], key: str, oauth: TokenServer
+) -> None:
+    oauth.then(Reply(400, {"error": "invalid_grant"}), Reply(400, {"error": "invalid_grant"}))
+    ask(client, key)
+    ask(client, key)
+    response = client.get("/status.json", headers=operator)
+    assert response.get_data(as_text=True).startswith('{"attention":')
+    data = response.json
+    first = data["attention"][0]
+    assert (first["level"], first["app"], first["tenant"], first["reason"]) == (
+        "critical", "zendesk", "intdev2", "invalid_grant"
+    )  # fmt: skip
+    assert "must pick a delegated user again" in first["text"] and "2 failures" in first["text"]
+    assert data["failing"]["total"] == 1 and data["failing"]["items"][0]["status"] == 400
+    html = client.get("/status", headers=operator).get_data(as_text=True)
+    assert 'data-tenant="intdev2" data-reason="invalid_grant"' in html and 'id="failing"' in html
+    assert ask(client, key).status_code == 200
+    data = client.get("/status.json", headers=operator).json
+    assert data["attention"] == [] and data["failing"] == {"total": 0, "items": []}
+
+
+@pytest.mark.parametrize(
+    ("error", "action"),
+    [("invalid_client", "client secret was changed or is not yet active"),
+     ("unauthorized_client", "does not allow this app the grant"),
+     ("made_up_error", "the token endpoint refused the request")],
+)  # fmt: skip
+def test_each_reason_tells_the_operator_what_to_do(
+    client: FlaskClient, operator: dict[str, str], key: str, oauth: TokenServer,
+    error: str, action: str,
+) -> None:  # fmt: skip
+    oauth.then(Reply(401, {"error": error}))
+    ask(client, key)
+    (item,) = client.get("/status.json", headers=operator).json["attention"][:1]
+    assert item["reason"] == error and action in item["text"]
+
+
+def test_tenants_show_their_token_health_and_filter_by_failing(
+    client: FlaskClient, runtime: Runtime, operator: dict[str, str], key: str, oauth: TokenServer
+) -> None:
+    seed_tenants(runtime, 3)
+    oauth.then(Reply(400, {"error": "invalid_grant"}))
+    ask(client, key)
+    tenants = client.get("/status.json?state=failing", headers=operator).json["tenants"]
+    assert [t["tenant"] for t in tenants["items"]] == ["intdev2"]
+    health = tenants["items"][0]["token"]
+    assert (health["last_failure_reason"], health["consecutive_failures"]) == ("invalid_grant", 1)
+    everyone = client.get("/status.json", headers=operator).json["tenants"]["items"]
+    assert [t["token"] for t in everyone if t["tenant"] != "intdev2"] == [None] * 3
+    html = client.get("/status?state=failing", headers=operator).get_data(as_text=True)
+    assert '<option value="failing" selected>' in html and "bulk00000" not in html
+
+
+def test_an_open_circuit_names_the_tenants_it_affects(
+    client: FlaskClient, runtime: Runtime, operator: dict[str, str], key: str, oauth: TokenServer
+) -> None:
+    where = oauth.base.removeprefix("http://")
+    with runtime.session() as session:
+        for _ in range(circuit.THRESHOLD):
+            circuit.failed(session, where, runtime.clock(), "http_503", counts=True)
+    ask(client, key)
+    data = client.get("/status.json", headers=operator).json
+    (upstream,) = data["upstreams"]
+    assert upstream["circuit"] == "open"
+    assert (upstream["tenants_affected"], upstream["affected"]) == (1, ["zendesk/intdev2"])
+    texts = [item["text"] for item in data["attention"]]
+    assert any(
+        t.startswith(f"Circuit to {where} is open") and "1 tenant affected" in t for t in texts
+    )
+    assert data["attention"][0]["reason"] == "circuit_open"
+
+
+def test_rejected_callbacks_are_counted_by_reason_and_the_latest_listed_as_sent(
+    client: FlaskClient, operator: dict[str, str], runtime: Runtime
+) -> None:
+    client.post(
+        "/api/v1/applications/zendesk/config", data=b"{}", headers={"x-seismic-signature": "00"}
+    )
+    client.post("/api/v1/applications/no-such-app/config", data=b"{}")
+    rejected = client.get("/status.json", headers=operator).json["rejections"]
+    assert rejected["total"] == 2
+    assert {(r["app"], r["reason"]) for r in rejected["by_reason"]} == {
+        ("zendesk", "signature_malformed"), ("(unknown)", "unknown_app"),
+    }  # fmt: skip
+    latest = rejected["recent"][0]
+    assert (latest["slug"], latest["reason"], latest["remote"]) == (
+        "no-such-app",
+        "unknown_app",
+        "127.0.0.1",
+    )
+    assert latest["at"] == "2026-11-22T12:00:00Z"
+    html = client.get("/status", headers=operator).get_data(as_text=True)
+    assert 'id="recent-rejections"' in html and "<code>no-such-app</code>" in html
+
+
+def test_only_the_latest_rejections_are_kept(runtime: Runtime) -> None:
+    from vault import rejections
+
+    for i in range(rejections.RECENT_KEPT + 5):
+        rejections.record(runtime, f"slug-{i}\x07", "unknown_app", "10.0.0.1")
+    with runtime.session() as session:
+        kept = rejections.recent(session, 1000)
+    assert len(kept) == rejections.RECENT_KEPT
+    assert kept[0].slug == f"slug-{rejections.RECENT_KEPT + 4}?"
+
+
+def test_a_client_credentials_app_failing_is_critical_without_a_tenant(
+    client: FlaskClient, runtime: Runtime, operator: dict[str, str], key: str, oauth: TokenServer
+) -> None:
+    from tests.builders import register_app
+
+    register_app(runtime, "okta", grant="client_credentials", vendor_app_id=None,
+                 token_url=oauth.base + "/oauth2/v1/token", scope="reports.read")  # fmt: skip
+    oauth.then(Reply(401, {"error": "invalid_client"}))
+    assert ask(client, key, app="okta", tenant=None).status_code == 502
+    items = client.get("/status.json", headers=operator).json["attention"]
+    assert [i.get("app") for i in items if i["level"] == "critical"] == ["okta"], items
+    item = items[0]
+    assert (item["app"], item["reason"], "tenant" in item) == ("okta", "invalid_client", False)
+    assert item["text"].startswith("okta cannot get a token since")

@@ -351,32 +351,3 @@ def test_a_min_ttl_beyond_the_lifetime_is_met_by_a_token_as_good_as_new(
     clock.advance(6)
     assert ask(client, key, min_ttl=3600).json["source"] == "upstream"
     assert oauth.calls == 2
-
-
-def test_token_metrics_count_sources_errors_and_the_circuit(
-    client: FlaskClient, runtime: Runtime, key: str, oauth: TokenServer
-) -> None:
-    from prometheus_client import REGISTRY
-
-    def sample(name: str, **labels: str) -> float:
-        return REGISTRY.get_sample_value(name, labels) or 0.0
-
-    where = {"host": oauth.base.removeprefix("http://")}
-    before = {
-        "upstream": sample("dv_token_requests_total", result="ok", source="upstream"),
-        "cache": sample("dv_token_requests_total", result="ok", source="cache"),
-        "errors": sample("dv_upstream_errors_total", code="http_503", **where),
-    }
-    oauth.then(Reply(503, {}))
-    ask(client, key)
-    ask(client, key)
-    assert (
-        sample("dv_token_requests_total", result="ok", source="upstream") == before["upstream"] + 1
-    )
-    assert sample("dv_token_requests_total", result="ok", source="cache") == before["cache"] + 1
-    assert sample("dv_upstream_errors_total", code="http_503", **where) == before["errors"] + 1
-    assert sample("dv_upstream_circuit_open", **where) == 0
-    with runtime.session() as session:
-        for _ in range(circuit.THRESHOLD):
-            circuit.failed(session, where["host"], runtime.clock(), "timeout", counts=True)
-    assert sample("dv_upstream_circuit_open", **where) == 1

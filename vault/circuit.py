@@ -13,10 +13,9 @@ import math
 from collections.abc import Callable
 
 from sqlalchemy import update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from vault import metrics
+from vault import notify, rows
 from vault.db import writing
 from vault.errors import UpstreamUnavailable
 from vault.models import UpstreamHealth
@@ -33,7 +32,6 @@ def admit(session: Session, host: str, now: dt.datetime) -> None:
     health = session.get(UpstreamHealth, host, populate_existing=True)
     until = health.circuit_open_until if health else None
     session.rollback()
-    metrics.CIRCUIT_OPEN.labels(host).set(1 if until is not None and until > now else 0)
     if until is None:
         return
     if until > now:
@@ -56,11 +54,12 @@ def admit(session: Session, host: str, now: dt.datetime) -> None:
 
 def succeeded(session: Session, host: str, now: dt.datetime, latency_ms: float) -> None:
     def change(h: UpstreamHealth) -> None:
+        if h.circuit_open_until is not None:
+            notify.circuit_closed(session, now, host)
         h.last_success_at, h.consecutive_failures, h.circuit_open_until = now, 0, None
         h.latencies_ms = [*(h.latencies_ms or [])[-(LATENCIES_KEPT - 1) :], round(latency_ms, 1)]
 
     _record(session, host, change)
-    metrics.CIRCUIT_OPEN.labels(host).set(0)
 
 
 def failed(session: Session, host: str, now: dt.datetime, code: str, *, counts: bool) -> None:
@@ -71,25 +70,26 @@ def failed(session: Session, host: str, now: dt.datetime, code: str, *, counts: 
         if counts:
             h.consecutive_failures = (h.consecutive_failures or 0) + 1
             if h.consecutive_failures >= THRESHOLD:
+                if h.circuit_open_until is None:  # a failed probe re-opens: no new event
+                    notify.circuit_opened(session, now, host, h.consecutive_failures, code)
                 h.circuit_open_until = now + OPEN_FOR
-                metrics.CIRCUIT_OPEN.labels(host).set(1)
         elif h.circuit_open_until is not None:
             # A probe that met an OAuth error reached a working endpoint: close the circuit.
             h.consecutive_failures, h.circuit_open_until = 0, None
+            notify.circuit_closed(session, now, host)
 
     _record(session, host, change)
 
 
+def state(health: UpstreamHealth, now: dt.datetime) -> str:
+    """closed, open (refusing calls), or half-open (its time is up: the next call probes)."""
+    if health.circuit_open_until is None:
+        return "closed"
+    return "open" if health.circuit_open_until > now else "half-open"
+
+
 def _record(session: Session, host: str, change: Callable[[UpstreamHealth], None]) -> None:
-    session.rollback()
-    for _attempt in range(2):
-        try:
-            with writing(session):
-                health = session.get(UpstreamHealth, host, with_for_update=True)
-                if health is None:
-                    health = UpstreamHealth(host=host, consecutive_failures=0, latencies_ms=[])
-                    session.add(health)
-                change(health)
-            return
-        except IntegrityError:  # two first-ever records for a host at once: the loser retries
-            session.rollback()
+    def make() -> UpstreamHealth:
+        return UpstreamHealth(host=host, consecutive_failures=0, latencies_ms=[])
+
+    rows.change(session, UpstreamHealth, host, make, change)

@@ -40,6 +40,10 @@ class _RetryLater(VaultError):
 class UnknownApp(VaultError):
     error, status, message = "unknown_app", 404, "No app is registered under this name."
 
+    def __init__(self, slug: str | None = None) -> None:
+        super().__init__()
+        self.slug = slug  # for the operator's command line; never echoed in a reply
+
 
 class InvalidSignature(VaultError):
     error, status, message = "invalid_signature", 401, "The request signature is missing or wrong."
@@ -148,3 +152,11 @@ class KeyringError(OperationalError):
 
 class DecryptionError(KeyringError):
     pass
+
+
+class BadValue(OperationalError):
+    """A value an operator gave that can never work (a usage error: exit code 2 on the CLI)."""
+
+    def __init__(self, option: str, message: str) -> None:
+        super().__init__(f"{option}: {message}")
+        self.option = option

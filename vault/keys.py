@@ -14,7 +14,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from vault.db import writing
-from vault.errors import Forbidden, OperationalError, Unauthorized
+from vault.errors import BadValue, Forbidden, OperationalError, Unauthorized
 from vault.freshness import UNCACHED, Snapshot
 from vault.models import Role, ServiceKey
 
@@ -61,11 +61,14 @@ def create_key(
 ) -> str:
     """Store a new key's hash and return the key; it cannot be shown again."""
     if not NAME.fullmatch(name):
-        raise OperationalError("key name: letters, digits, '.', '_' or '-', at most 64")
+        raise BadValue("NAME", "letters, digits, '.', '_' or '-', at most 64")
     if role not in {r.value for r in Role}:
-        raise OperationalError("role must be 'service' or 'operator'")
+        raise BadValue("--role", "must be 'service' or 'operator'")
     if expires_days is not None and expires_days < 1:
-        raise OperationalError("--expires-days must be at least 1")
+        raise BadValue("--expires-days", "must be at least 1")
+    if not all(a.strip() for a in apps) or not all(t.strip() for t in tenants):
+        # An empty name would read as no limit at all.
+        raise BadValue("--app/--tenant", "must not be empty")
     if session.scalar(select(ServiceKey.id).where(ServiceKey.name == name)) is not None:
         raise OperationalError(f"a key named {name!r} already exists")
     presented = PREFIX + secrets.token_urlsafe(32)

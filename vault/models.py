@@ -6,7 +6,17 @@ import datetime as dt
 import enum
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Index, Integer, String, Text, UniqueConstraint, types
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    types,
+)
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -192,6 +202,74 @@ class UpstreamHealth(Base):
     consecutive_failures: Mapped[int] = mapped_column(Integer, default=0)
     circuit_open_until: Mapped[dt.datetime | None]
     latencies_ms: Mapped[list[float]] = mapped_column(JSON, default=list)
+
+
+class TokenHealth(Base):
+    """Per app and tenant: how its last requests to the token endpoint went.
+
+    Written only when a request reaches the token endpoint or is refused before it (open
+    circuit), never on a cache hit. ``tenant_key`` is the tenant id of a delegation app, the tenant
+    name of a client-credentials app whose token URL names one, else "".
+    """
+
+    __tablename__ = "token_health"
+    __table_args__ = (Index("ix_token_health_failing", "failing_since"),)
+
+    app_id: Mapped[int] = mapped_column(ForeignKey("apps.id", ondelete="CASCADE"), primary_key=True)
+    tenant_key: Mapped[str] = mapped_column(String(128), primary_key=True)
+    tenant: Mapped[str | None] = mapped_column(String(128))
+    tenant_id: Mapped[str | None] = mapped_column(String(64))
+    host: Mapped[str] = mapped_column(String(255))
+    last_success_at: Mapped[dt.datetime | None]
+    last_failure_at: Mapped[dt.datetime | None]
+    last_failure_reason: Mapped[str | None] = mapped_column(String(64))
+    last_failure_detail: Mapped[str | None] = mapped_column(String(64))
+    last_failure_status: Mapped[int | None] = mapped_column(Integer)
+    failing_since: Mapped[dt.datetime | None]
+    consecutive_failures: Mapped[int] = mapped_column(Integer, default=0)
+    # Whether tenant.token_failing went out for the current failure (see vault/token_health.py).
+    failing_notified: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class RecentRejection(Base):
+    """The last few rejected callbacks, one row each (slug as sent, cut and made printable)."""
+
+    __tablename__ = "recent_rejections"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[dt.datetime]
+    slug: Mapped[str] = mapped_column(String(64))
+    reason: Mapped[str] = mapped_column(String(32))
+    remote: Mapped[str | None] = mapped_column(String(64))
+
+
+class Notification(Base):
+    """The outbox: one row per change of state worth telling, written in the transaction that
+    made the change, delivered later by whichever process holds the ``notify`` lease."""
+
+    __tablename__ = "notifications"
+    __table_args__ = (Index("ix_notifications_pending", "state", "id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    event_id: Mapped[str] = mapped_column(String(40), unique=True, comment="webhook-id")
+    type: Mapped[str] = mapped_column(String(40))
+    body: Mapped[str] = mapped_column(Text, comment="the JSON body as sent: no secret, no user id")
+    state: Mapped[str] = mapped_column(String(16))  # pending, delivered, dropped
+    created_at: Mapped[dt.datetime]
+    next_attempt_at: Mapped[dt.datetime]
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(String(64))
+    done_at: Mapped[dt.datetime | None]
+
+
+class Lease(Base):
+    """A named lease: at most one holder until it expires (one notification sender at a time)."""
+
+    __tablename__ = "leases"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    holder: Mapped[str | None] = mapped_column(String(128))
+    until: Mapped[dt.datetime]
 
 
 class KeyCheck(Base):

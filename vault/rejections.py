@@ -1,24 +1,42 @@
-"""Rejected callbacks, counted per hour, app and reason, for the status page."""
+"""Rejected callbacks for the status page: counted per hour, app and reason, and the most recent
+ones kept one by one (the slug as sent, made printable and cut short)."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from vault.db import writing
-from vault.models import App, CallbackRejection
+from vault.models import App, CallbackRejection, RecentRejection
 
 if TYPE_CHECKING:
     from vault.runtime import Runtime
 
 log = logging.getLogger(__name__)
 UNKNOWN_SLUG = "(unknown)"
+RECENT_KEPT = 50
+
+
+@dataclasses.dataclass(frozen=True)
+class Count:
+    app: str
+    reason: str
+    count: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Recent:
+    at: dt.datetime
+    slug: str  # as sent
+    reason: str
+    remote: str | None
 
 
 def record(runtime: Runtime, slug: str, reason: str, remote: str | None) -> None:
@@ -27,6 +45,7 @@ def record(runtime: Runtime, slug: str, reason: str, remote: str | None) -> None
     hour = now.replace(minute=0, second=0, microsecond=0)
     try:
         with runtime.session() as session, writing(session):
+            _keep_recent(session, now, slug, reason, remote)
             if (
                 reason == "unknown_app"
                 or session.scalar(select(App.id).where(App.slug == slug)) is None
@@ -57,3 +76,22 @@ def summary(session: Session, since: dt.datetime) -> list[tuple[str, str, int]]:
         .order_by(total.desc())
     )
     return [(slug, reason, int(count)) for slug, reason, count in rows]
+
+
+def _keep_recent(
+    session: Session, now: dt.datetime, slug: str, reason: str, remote: str | None
+) -> None:
+    """One row per rejection; only the last ``RECENT_KEPT`` stay (a flood cannot grow the table)."""
+    shown = "".join(c if c.isprintable() else "?" for c in slug[:64])
+    row = RecentRejection(
+        at=now, slug=shown, reason=reason[:32], remote=(remote or "")[:64] or None
+    )
+    session.add(row)
+    session.flush()
+    session.execute(delete(RecentRejection).where(RecentRejection.id <= row.id - RECENT_KEPT))
+
+
+def recent(session: Session, limit: int) -> list[Recent]:
+    """The most recent rejections, newest first."""
+    rows = session.scalars(select(RecentRejection).order_by(RecentRejection.id.desc()).limit(limit))
+    return [Recent(r.at, r.slug, r.reason, r.remote) for r in rows]

@@ -2,15 +2,41 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import dataclasses
 import os
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
 from vault.errors import ConfigError
 
-DEFAULT_DATABASE_URL = "sqlite:///instance/vault.db"
-DEFAULT_INSTANCE = Path("instance")
+DRIVERS = ("sqlite", "sqlite+pysqlite", "postgresql+psycopg")  # what the install ships
+
+
+def default_instance() -> Path:
+    """The instance folder: ``instance/`` in a checkout, else under the environment's prefix.
+
+    Flask's rule, so the development database and key stay in one place whatever directory a
+    command is run from.
+    """
+    root = Path(__file__).resolve().parent.parent
+    if (root / "pyproject.toml").is_file():
+        return root / "instance"
+    return Path(sys.prefix) / "var" / "delegation-vault-instance"
+
+
+def sqlite_in(instance: Path) -> str:
+    """The contract's default ``sqlite:///instance/vault.db``: vault.db in the instance folder."""
+    return f"sqlite:///{instance / 'vault.db'}"
+
+
+DEFAULT_INSTANCE = default_instance()
+DEFAULT_DATABASE_URL = sqlite_in(DEFAULT_INSTANCE)
 
 
 def _int(environ: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
@@ -49,7 +75,36 @@ def normalise_database_url(url: str) -> str:
         url = "postgresql://" + url[len("postgres://") :]
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url[len("postgresql://") :]
+    try:
+        driver = make_url(url).drivername
+    except ArgumentError:
+        raise ConfigError("DATABASE_URL is not a database URL") from None  # never echo it
+    if driver not in DRIVERS:
+        raise ConfigError(
+            f"DATABASE_URL names an unsupported database driver {driver!r}; "
+            "use sqlite:///PATH or postgresql://USER@HOST/NAME"
+        )
     return url
+
+
+def _notify(environ: Mapping[str, str], production: bool) -> dict[str, str | None]:
+    """DV_NOTIFY_URL and its Standard Webhooks secret (whsec_ + base64 of 24 to 64 bytes)."""
+    url = environ.get("DV_NOTIFY_URL", "").strip() or None
+    secret = environ.get("DV_NOTIFY_SECRET", "").strip() or None
+    if url is None:
+        return {"notify_url": None, "notify_secret": None}
+    schemes = ("https://",) if production else ("https://", "http://")
+    if not url.startswith(schemes) or any(c.isspace() for c in url):
+        raise ConfigError("DV_NOTIFY_URL must be an https:// URL (http:// outside production)")
+    if secret is None:
+        raise ConfigError("DV_NOTIFY_URL needs DV_NOTIFY_SECRET (whsec_ followed by base64)")
+    try:
+        size = len(base64.b64decode(secret.removeprefix("whsec_"), validate=True))
+    except binascii.Error:
+        size = 0
+    if not secret.startswith("whsec_") or not 24 <= size <= 64:
+        raise ConfigError("DV_NOTIFY_SECRET must be whsec_ followed by base64 of 24 to 64 bytes")
+    return {"notify_url": url, "notify_secret": secret}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,6 +124,19 @@ class Settings:
     allow_http_token_urls: bool = False
     metrics_public: bool = False
     log_format: str = "text"
+    notify_url: str | None = None  # a secret itself (a Slack webhook URL is): never logged
+    notify_secret: str | None = None
+
+    def __repr__(self) -> str:  # never print the notification URL or secret
+        shown = dataclasses.replace(
+            self, notify_url="(set)" if self.notify_url else None,
+            notify_secret="(set)" if self.notify_secret else None,
+        )  # fmt: skip
+        return (
+            "Settings("
+            + ", ".join(f"{f.name}={getattr(shown, f.name)!r}" for f in dataclasses.fields(shown))
+            + ")"
+        )
 
     @property
     def production(self) -> bool:
@@ -88,14 +156,15 @@ class Settings:
         log_format = env.get("DV_LOG_FORMAT", "json" if production else "text").strip()
         if log_format not in {"json", "text"}:
             raise ConfigError("DV_LOG_FORMAT must be 'json' or 'text'")
+        instance = Path(env.get("DV_INSTANCE_PATH", "").strip() or DEFAULT_INSTANCE).absolute()
         return cls(
             database_url=normalise_database_url(
-                env.get("DATABASE_URL", "").strip() or DEFAULT_DATABASE_URL
+                env.get("DATABASE_URL", "").strip() or sqlite_in(instance)
             ),
             env=mode,
             keys=env.get("DV_KEYS") or None,
             keys_file=env.get("DV_KEYS_FILE") or None,
-            instance_path=Path(env.get("DV_INSTANCE_PATH", "").strip() or DEFAULT_INSTANCE),
+            instance_path=instance,
             port=_int(env, "PORT", 8000, 1, 65535),
             webhook_max_age=_int(env, "DV_WEBHOOK_MAX_AGE", 120, 1, 86400),
             webhook_max_skew=_int(env, "DV_WEBHOOK_MAX_SKEW", 60, 0, 3600),
@@ -106,6 +175,7 @@ class Settings:
             allow_http_token_urls=allow_http,
             metrics_public=_flag(env, "DV_METRICS_PUBLIC"),
             log_format=log_format,
+            **_notify(env, production),
         )
 
     def replace(self, **changes: object) -> Settings:

@@ -1,5 +1,6 @@
 """What the operator status page shows, gathered without ever exposing a secret or a full user id.
 
+Each section is a frozen dataclass; ``vault/attention.py`` turns them into the attention list.
 Counts run in SQL; only the tenants on the page shown are decrypted (to mask their user ids), so
 the page costs the same with a hundred tenants or a hundred thousand.
 """
@@ -8,30 +9,48 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import time
-import weakref
 from typing import Any
 
-from sqlalchemy import Engine, func, or_, select
+from sqlalchemy import func, or_, select, tuple_
 from sqlalchemy.orm import Session
 
-from vault import rejections, rotation
+from vault import attention, circuit, rejections, token_health
 from vault.crypto import Keyring
 from vault.delegations import mask
 from vault.errors import KeyringError
-from vault.models import App, CachedToken, Delegation, ServiceKey, State, UpstreamHealth
-from vault.runtime import key_check_problem
+from vault.models import App, Delegation, State, TokenHealth, UpstreamHealth
 from vault.sealing import row_aad
+from vault.status_parts import (
+    AppRow,
+    Blocked,
+    BlockedTenant,
+    Failing,
+    FailingTenant,
+    Health,
+    Rejections,
+    Sections,
+    TenantPage,
+    TenantRow,
+    Tokens,
+    Upstream,
+    cached_entries,
+    keyring_section,
+    keys_section,
+    percentiles,
+)
 
 PAGE_SIZE = 50
-TOKENS_SHOWN = 50
+FAILING_SHOWN = 50
+AFFECTED_SHOWN = 10
 REJECTIONS_SINCE = dt.timedelta(hours=24)
+RECENT_REJECTIONS = 20
+FILTER_STATES = (*(s.value for s in State), "failing")
 
 
 @dataclasses.dataclass(frozen=True)
 class TenantFilter:
     app: str | None = None
-    state: str | None = None
+    state: str | None = None  # active, disabled, revoked, or failing (its last token attempt)
     q: str | None = None
     page: int = 1
 
@@ -41,28 +60,35 @@ class TenantFilter:
         return {k: v for k, v in merged.items() if v and not (k == "page" and v == 1)}
 
 
-def gather(
-    session: Session, keyring: Keyring, now: dt.datetime, tenants: TenantFilter
-) -> dict[str, Any]:
-    """Everything the page shows, as plain JSON-ready data, attention items first."""
-    data = {
-        "generated_at": now,
-        "apps": _apps(session, now),
-        "tenants": _tenants(session, keyring, tenants),
-        "rejections": [
-            {"app": slug, "reason": reason, "count": count}
-            for slug, reason, count in rejections.summary(session, now - REJECTIONS_SINCE)
-        ],
-        "tokens": _tokens(session, now),
-        "upstreams": _upstreams(session, now),
-        "keyring": _keyring(session, keyring),
-        "keys": _keys(session, now),
-        "needs_attention": _tenants_needing_attention(session, keyring),
-    }
-    return {"attention": attention(data, now), **data}
+@dataclasses.dataclass(frozen=True)
+class Status:
+    attention: tuple[attention.Item, ...]
+    sections: Sections
+
+    def as_json(self) -> dict[str, Any]:
+        """Attention first, then every section, as the contract shapes /status.json."""
+        items = [item.as_json() for item in self.attention]
+        return {"attention": items, **_jsonable(dataclasses.asdict(self.sections))}
 
 
-def _apps(session: Session, now: dt.datetime) -> list[dict[str, Any]]:
+def gather(session: Session, keyring: Keyring, now: dt.datetime, tenants: TenantFilter) -> Status:
+    """Everything the page shows, attention items first."""
+    sections = Sections(
+        generated_at=now,
+        apps=_apps(session, now),
+        failing=_failing(session),
+        tenants=_tenants(session, keyring, tenants),
+        rejections=_rejections(session, now),
+        tokens=Tokens(*cached_entries(session, now)),
+        upstreams=_upstreams(session, now),
+        keyring=keyring_section(session, keyring),
+        keys=keys_section(session, now),
+        needs_attention=_blocked(session),
+    )
+    return Status(attention.items(sections, now), sections)
+
+
+def _apps(session: Session, now: dt.datetime) -> tuple[AppRow, ...]:
     counts: dict[tuple[int, str], int] = {
         (app_id, state): n
         for app_id, state, n in session.execute(
@@ -71,27 +97,46 @@ def _apps(session: Session, now: dt.datetime) -> list[dict[str, Any]]:
             )
         )
     }
-    return [
-        {
-            "slug": app.slug,
-            "grant": app.grant,
-            "client_id": app.client_id,
-            "token_url": app.token_url,
-            "tenants": {state.value: counts.get((app.id, state.value), 0) for state in State},
-            "previous_client_secret": app.client_secret_previous is not None,
-            "client_secret_set_at": app.client_secret_set_at,
-            "client_secret_age_days": (now - app.client_secret_set_at).days,
-            "previous_signing_secret_until": app.signing_previous_expires_at,
-        }
+    return tuple(
+        AppRow(
+            slug=app.slug,
+            grant=app.grant,
+            client_id=app.client_id,
+            token_url=app.token_url,
+            tenants={state.value: counts.get((app.id, state.value), 0) for state in State},
+            previous_client_secret=app.client_secret_previous is not None,
+            client_secret_set_at=app.client_secret_set_at,
+            client_secret_age_days=(now - app.client_secret_set_at).days,
+            previous_signing_secret_until=app.signing_previous_expires_at,
+        )
         for app in session.scalars(select(App).order_by(App.slug))
-    ]
+    )
 
 
-def _tenants(session: Session, keyring: Keyring, f: TenantFilter) -> dict[str, Any]:
+def _failing(session: Session) -> Failing:
+    total, found = token_health.failing(session, FAILING_SHOWN)
+    return Failing(total, tuple(_failing_tenant(row, slug) for row, slug in found))
+
+
+def _failing_tenant(row: TokenHealth, slug: str) -> FailingTenant:
+    assert row.failing_since is not None and row.last_failure_reason is not None
+    return FailingTenant(
+        app=slug, tenant=row.tenant, tenant_id=row.tenant_id, reason=row.last_failure_reason,
+        detail=row.last_failure_detail, status=row.last_failure_status, since=row.failing_since,
+        last_failure_at=row.last_failure_at, failures=row.consecutive_failures, host=row.host,
+    )  # fmt: skip
+
+
+def _tenants(session: Session, keyring: Keyring, f: TenantFilter) -> TenantPage:
     query = select(Delegation, App.slug).join(App, App.id == Delegation.app_id)
     if f.app:
         query = query.where(App.slug == f.app)
-    if f.state:
+    if f.state == "failing":  # the few failing tenants, found by their index, as a set
+        failing = select(TokenHealth.app_id, TokenHealth.tenant_key).where(
+            TokenHealth.failing_since.is_not(None)
+        )
+        query = query.where(tuple_(Delegation.app_id, Delegation.tenant_id).in_(failing))
+    elif f.state:
         query = query.where(Delegation.state == f.state)
     if f.q:
         like = f"%{f.q.replace('%', '').replace('_', '')}%"
@@ -103,21 +148,25 @@ def _tenants(session: Session, keyring: Keyring, f: TenantFilter) -> dict[str, A
         query.order_by(App.slug, Delegation.tenant, Delegation.id)
         .limit(PAGE_SIZE)
         .offset((page - 1) * PAGE_SIZE)
-    )
-    items = [
-        {
-            "app": slug,
-            "tenant": row.tenant,
-            "tenant_id": row.tenant_id,
-            "state": row.state,
-            "delegated_user": _masked(keyring, row),
-            "updated_at": row.updated_at,
-            "last_callback_at": row.last_callback_at,
-            "last_callback": row.last_callback_result,
-        }
+    ).all()
+    # Health of the shown rows only: one look-up by key, not a join over every tenant.
+    health = token_health.of_tenants(session, [(row.app_id, row.tenant_id) for row, _ in rows])
+    items = tuple(
+        _tenant_row(keyring, row, slug, health.get((row.app_id, row.tenant_id)))
         for row, slug in rows
-    ]
-    return {"total": total, "page": page, "pages": pages, "page_size": PAGE_SIZE, "items": items}
+    )
+    return TenantPage(total, page, pages, PAGE_SIZE, items)
+
+
+def _tenant_row(
+    keyring: Keyring, row: Delegation, slug: str, health: TokenHealth | None
+) -> TenantRow:
+    return TenantRow(
+        app=slug, tenant=row.tenant, tenant_id=row.tenant_id, state=row.state,
+        delegated_user=_masked(keyring, row), updated_at=row.updated_at,
+        last_callback_at=row.last_callback_at, last_callback=row.last_callback_result,
+        token=Health.of(health) if health is not None else None,
+    )  # fmt: skip
 
 
 def _masked(keyring: Keyring, row: Delegation) -> str | None:
@@ -131,67 +180,41 @@ def _masked(keyring: Keyring, row: Delegation) -> str | None:
         return "(cannot decrypt)"
 
 
-def _tokens(session: Session, now: dt.datetime) -> dict[str, Any]:
-    total = session.scalar(select(func.count()).select_from(CachedToken)) or 0
-    rows = session.execute(
-        select(CachedToken.tenant, CachedToken.scope, CachedToken.expires_at, App.slug)
-        .join(App, App.id == CachedToken.app_id)
-        .order_by(CachedToken.expires_at)
-        .limit(TOKENS_SHOWN)
+def _rejections(session: Session, now: dt.datetime) -> Rejections:
+    counts = rejections.summary(session, now - REJECTIONS_SINCE)
+    return Rejections(
+        total=sum(count for _slug, _reason, count in counts),
+        by_reason=tuple(rejections.Count(*row) for row in counts),
+        recent=tuple(rejections.recent(session, RECENT_REJECTIONS)),
     )
-    entries = [
-        {"app": slug, "tenant": tenant, "scope": scope, "expires_at": expires,
-         "seconds_left": int((expires - now).total_seconds())}
-        for tenant, scope, expires, slug in rows
-    ]  # fmt: skip
-    return {"total": total, "soonest": entries}
 
 
-def _upstreams(session: Session, now: dt.datetime) -> list[dict[str, Any]]:
-    return [
-        {
-            "host": h.host,
-            "circuit": _circuit(h, now),
-            "consecutive_failures": h.consecutive_failures,
-            "last_success_at": h.last_success_at,
-            "last_error_at": h.last_error_at,
-            "last_error": h.last_error,
-            "latency_ms": _percentiles(h.latencies_ms or []),
-        }
+def _upstreams(session: Session, now: dt.datetime) -> tuple[Upstream, ...]:
+    return tuple(
+        Upstream(
+            host=h.host,
+            circuit=circuit.state(h, now),
+            consecutive_failures=h.consecutive_failures,
+            last_success_at=h.last_success_at,
+            last_error_at=h.last_error_at,
+            last_error=h.last_error,
+            latency_ms=percentiles(h.latencies_ms or []),
+            **_affected(session, h.host),
+        )
         for h in session.scalars(select(UpstreamHealth).order_by(UpstreamHealth.host))
-    ]
+    )
 
 
-def _percentiles(samples: list[float]) -> dict[str, float] | None:
-    """p50 and p95 of the recent round trips (nearest rank)."""
-    if not samples:
-        return None
-    ordered = sorted(samples)
-
-    def rank(q: float) -> float:
-        return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))]
-
-    return {"p50": rank(0.5), "p95": rank(0.95), "samples": len(ordered)}
+def _affected(session: Session, host: str) -> dict[str, Any]:
+    """Tenants failing on this host: how many, and the first few as app/tenant."""
+    query = token_health.failing_query().where(TokenHealth.host == host)
+    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    shown = session.execute(query.limit(AFFECTED_SHOWN)).all() if total else []
+    names = tuple(f"{slug}/{row.tenant or '-'}" for row, slug in shown)
+    return {"tenants_affected": total, "affected": names}
 
 
-def _keys(session: Session, now: dt.datetime) -> list[dict[str, Any]]:
-    return [
-        {
-            "name": k.name,
-            "role": k.role,
-            "apps": k.apps or [],
-            "tenants": k.tenants or [],
-            "last_used_at": k.last_used_at,
-            "expires_at": k.expires_at,
-            "state": "revoked"
-            if k.revoked_at
-            else ("expired" if k.expires_at and k.expires_at <= now else "active"),
-        }
-        for k in session.scalars(select(ServiceKey).order_by(ServiceKey.name))
-    ]
-
-
-def _tenants_needing_attention(session: Session, keyring: Keyring) -> dict[str, Any]:
+def _blocked(session: Session) -> Blocked:
     """Tenants that cannot get a token now: disabled, revoked, or no delegated user received."""
     not_served = or_(
         Delegation.state != State.ACTIVE.value, Delegation.delegation_user_id.is_(None)
@@ -203,134 +226,14 @@ def _tenants_needing_attention(session: Session, keyring: Keyring) -> dict[str, 
     )
     total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
     rows = session.execute(query.order_by(Delegation.last_callback_at.desc()).limit(PAGE_SIZE))
-    items = [
-        {
-            "app": slug,
-            "tenant": row.tenant,
-            "tenant_id": row.tenant_id,
-            "state": row.state,
-            "why": _why(row),
-            "last_callback_at": row.last_callback_at,
-            "last_callback": row.last_callback_result,
-        }
-        for row, slug in rows
-    ]
-    return {"total": total, "items": items}
+    return Blocked(total, tuple(BlockedTenant.of(row, slug) for row, slug in rows))
 
 
-def _why(row: Delegation) -> str:
-    if row.state == State.DISABLED.value:
-        return "disabled by the tenant (token requests get delegation_disabled)"
-    if row.state == State.REVOKED.value:
-        return "app uninstalled (token requests get no_delegation)"
-    return "no delegated user received yet (token requests get no_delegation)"
-
-
-def _circuit(health: UpstreamHealth, now: dt.datetime) -> str:
-    if health.circuit_open_until is None:
-        return "closed"
-    return "open" if health.circuit_open_until > now else "half-open"
-
-
-def _keyring(session: Session, keyring: Keyring) -> dict[str, Any]:
-    rows = _rows_per_key(session)
-    return {
-        "primary": keyring.primary_id,
-        "key_ids": list(keyring.key_ids),
-        "rows_per_key": dict(sorted(rows.items())),
-        "problem": key_check_problem(keyring, session),
-    }
-
-
-# Counting every encrypted column scans whole tables (74 ms of a 200 ms page with 100,000
-# tenants, measured); the figure is informational, so each process recounts at most this often.
-KEY_COUNT_TTL = 30.0
-_key_counts: weakref.WeakKeyDictionary[Engine, tuple[float, dict[str, int]]] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def _rows_per_key(session: Session) -> dict[str, int]:
-    bind = session.get_bind()
-    engine = bind if isinstance(bind, Engine) else bind.engine
-    cached = _key_counts.get(engine)
-    if cached is not None and time.monotonic() - cached[0] < KEY_COUNT_TTL:
-        return cached[1]
-    counts = dict(rotation.rows_per_key(session))
-    _key_counts[engine] = (time.monotonic(), counts)
-    return counts
-
-
-def attention(data: dict[str, Any], now: dt.datetime) -> list[dict[str, str]]:
-    """What needs an operator, most urgent first; empty when all is well."""
-    items: list[dict[str, str]] = []
-    ring = data["keyring"]
-    if ring["problem"]:
-        items.append({"level": "critical", "text": f"Keyring: {ring['problem']}."})
-    unknown = [k for k in ring["rows_per_key"] if k not in ring["key_ids"]]
-    if unknown:
-        items.append(
-            {
-                "level": "critical",
-                "text": f"Stored values under key ids not in the keyring: {', '.join(unknown)}.",
-            }
-        )
-    for up in data["upstreams"]:
-        if up["circuit"] != "closed":
-            items.append(
-                {
-                    "level": "critical",
-                    "text": f"Circuit to {up['host']} is {up['circuit']} after {up['consecutive_failures']} failures (last: {up['last_error']}).",
-                }
-            )
-        elif up["last_error_at"] and (
-            not up["last_success_at"] or up["last_error_at"] > up["last_success_at"]
-        ):
-            items.append(
-                {
-                    "level": "warning",
-                    "text": f"Last call to {up['host']} failed: {up['last_error']}.",
-                }
-            )
-    old = {
-        k: n
-        for k, n in ring["rows_per_key"].items()
-        if k != ring["primary"] and k in ring["key_ids"]
-    }
-    if old:
-        items.append(
-            {
-                "level": "warning",
-                "text": f"{_count(sum(old.values()), 'value')} still under old keys ({', '.join(old)}): run 'delegation-vault crypto reencrypt'.",
-            }
-        )
-    rejected = sum(r["count"] for r in data["rejections"])
-    if rejected:
-        items.append(
-            {
-                "level": "warning",
-                "text": f"{_count(rejected, 'callback')} rejected in the last 24 hours.",
-            }
-        )
-    blocked = data["needs_attention"]
-    if blocked["total"]:
-        shown = ", ".join(f"{t['app']}/{t['tenant']}" for t in blocked["items"][:5])
-        more = f" and {blocked['total'] - 5} more" if blocked["total"] > 5 else ""
-        text = f"{_count(blocked['total'], 'tenant')} cannot get a token: {shown}{more}."
-        items.append({"level": "info", "text": text})
-    soon = [
-        k["name"]
-        for k in data["keys"]
-        if k["state"] == "active"
-        and k["expires_at"]
-        and k["expires_at"] <= now + dt.timedelta(days=14)
-    ]
-    if soon:
-        items.append(
-            {"level": "warning", "text": f"Keys expiring within 14 days: {', '.join(soon)}."}
-        )
-    return items
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}" if n == 1 else f"{n:,} {noun}s"
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dt.datetime):
+        return value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return value

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import hashlib
 import hmac
 import logging
@@ -22,7 +23,7 @@ from collections import OrderedDict
 from sqlalchemy import delete
 from sqlalchemy.orm import Session
 
-from vault import circuit, client_auth, delegations, metrics
+from vault import circuit, client_auth, delegations, metrics, token_health
 from vault.crypto import Keyring
 from vault.db import writing
 from vault.errors import (
@@ -208,7 +209,9 @@ class Tokens:
                 if waited:
                     metrics.SINGLE_FLIGHT_WAITS.inc()
                 return found, "cache"
-            return self._store(session, target, key, self._fetch(session, target)), "upstream"
+            fetch = functools.partial(self._fetch, session, target)
+            token = token_health.observe(session, self.rt.clock, target, fetch)
+            return self._store(session, target, key, token), "upstream"
 
     def _degraded(
         self, session: Session, target: Target, key: str, min_ttl: int, exc: UpstreamUnavailable
@@ -330,11 +333,7 @@ class Tokens:
         app = target.app
         request = request_for(app, target.tenant, target.user_id, target.scope)
         where = host(request)
-        try:
-            circuit.admit(session, where, self.rt.clock())
-        except UpstreamUnavailable:
-            metrics.TOKEN_REQUESTS.labels("circuit_open", "upstream").inc()
-            raise
+        circuit.admit(session, where, self.rt.clock())
         current, previous = client_auth.credentials(self.rt.keyring, app)
         started = time.monotonic()
         ttl = self.rt.settings.token_default_ttl
@@ -342,11 +341,9 @@ class Tokens:
             token = client_auth.exchange(self.upstream, request, current, previous, ttl)
         except UpstreamUnavailable as exc:
             circuit.failed(session, where, self.rt.clock(), exc.reason, counts=True)
-            metrics.TOKEN_REQUESTS.labels("upstream_unavailable", "upstream").inc()
             raise
         except UpstreamRejected as exc:
             circuit.failed(session, where, self.rt.clock(), exc.upstream_error, counts=False)
-            metrics.TOKEN_REQUESTS.labels("upstream_rejected", "upstream").inc()
             raise
         now = self.rt.clock()
         circuit.succeeded(session, where, now, (time.monotonic() - started) * 1000)
@@ -359,7 +356,6 @@ class Tokens:
         )
 
     def _issued(self, target: Target, token: Cached, source: str) -> Issued:
-        metrics.TOKEN_REQUESTS.labels("ok", source).inc()
         return Issued(token, target.app.slug, target.tenant, target.tenant_id, source)
 
 

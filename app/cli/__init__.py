@@ -15,17 +15,19 @@ from app.cli.crypto import crypto_group
 from app.cli.db import db
 from app.cli.delegations import delegations_group
 from app.cli.keys import keys_group
+from app.cli.sandbox import sandbox
 from app.cli.serve import serve
 from app.cli.sign import sign
 
 
 @click.group(cls=Commands, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="delegation-vault", prog_name="delegation-vault")
 def cli() -> None:
     """Delegation Vault: Seismic delegations, kept encrypted, exchanged for access tokens."""
 
 
 apps_group.add_command(apps_test)
-for command in (serve, db, apps_group, keys_group, delegations_group, crypto_group, sign):
+for command in (serve, db, apps_group, keys_group, delegations_group, crypto_group, sign, sandbox):
     cli.add_command(command)
 
 

@@ -3,14 +3,29 @@
 from __future__ import annotations
 
 import datetime as dt
+import sys
 from pathlib import Path
 
 import click
 
-from app.cli.common import note, read_secrets, session_for, table, when
+from app.cli.common import (
+    NON_EMPTY,
+    UsageFailure,
+    fields,
+    json_option,
+    listing,
+    note,
+    read_secrets,
+    session_for,
+    when,
+    writing_session,
+)
 from app.cli.credentials import credential_from_files, credential_options
 from vault import apps
-from vault.models import Grant
+from vault.models import App, Grant
+from vault.settings import Settings
+
+ALLOWED_HELP = "scopes callers may ask for; '*' for any (default: the default scope)"
 
 
 @click.group("apps")
@@ -36,7 +51,7 @@ def apps_group() -> None:
     show_default=True,
 )
 @click.option("--scope", default="", help="default scope, space separated")
-@click.option("--allowed-scopes", default="", help="scopes callers may ask for (empty: any)")
+@click.option("--allowed-scopes", default="", help=ALLOWED_HELP)
 @credential_options
 def apps_add(
     slug: str, private_key_file: Path | None, client_cert_file: Path | None, **options: str
@@ -44,6 +59,8 @@ def apps_add(
     """Register an app; reads the client secret (unless a file holds the credential), then the
     signing secret, from standard input."""
     spec = apps.AppSpec(slug=slug, **options)
+    # Usage errors before any secret is asked for.
+    apps.validate_spec(spec, allow_http=Settings.from_env().allow_http_token_urls)
     credential = credential_from_files(
         spec.auth_method, private_key_file, client_cert_file, spec.key_id
     )
@@ -61,52 +78,100 @@ def apps_add(
     note(f"registered app {slug!r}")
 
 
+@apps_group.command("update")
+@click.argument("slug")
+@click.option("--token-url")
+@click.option("--client-id", type=NON_EMPTY)
+@click.option("--auth-method", type=click.Choice(apps.AUTH_METHODS))
+@click.option("--scope", help="default scope, space separated")
+@click.option("--allowed-scopes", help=ALLOWED_HELP)
+@click.option("--vendor-app-id", type=NON_EMPTY)
+def apps_update(slug: str, **options: str | None) -> None:
+    """Change what is given; the app's cached tokens go when a token request changes shape."""
+    changes = apps.AppChanges(**options)
+    if not any(value is not None for value in options.values()):
+        raise UsageFailure("nothing to change: give at least one option (see --help)")
+    with session_for(write=True) as (rt, session):
+        changed = apps.update_app(
+            session, slug, changes, allow_http=rt.settings.allow_http_token_urls
+        )
+    if not changed:
+        note(f"app {slug!r} unchanged")
+        return
+    dropped = set(changed) & set(apps.SHAPES_TOKEN_REQUEST)
+    note(
+        f"updated app {slug!r}: {', '.join(changed)}"
+        + ("; cached tokens dropped" if dropped else "")
+    )
+
+
 @apps_group.command("list")
-def apps_list() -> None:
+@json_option
+def apps_list(as_json: bool) -> None:
     """Registered apps."""
     with session_for() as (_rt, session):
         rows = [(a.slug, a.grant, a.client_id, a.token_url) for a in apps.list_apps(session)]
-    table(["slug", "grant", "client id", "token url"], rows)
+    listing(["slug", "grant", "client id", "token url"], rows, as_json)
 
 
 @apps_group.command("show")
 @click.argument("slug")
-def apps_show(slug: str) -> None:
+@json_option
+def apps_show(slug: str, as_json: bool) -> None:
     """One app's settings (never its secrets)."""
     with session_for() as (rt, session):
-        app = apps.get_app(session, slug)
-        previous_valid = (
-            app.signing_previous_expires_at and app.signing_previous_expires_at > rt.clock()
-        )
-        fields = [
-            ("slug", app.slug),
-            ("vendor app id", app.vendor_app_id),
-            ("client id", app.client_id),
-            ("token url", app.token_url),
-            ("grant", app.grant),
-            ("auth method", app.auth_method),
-            ("default scope", app.default_scope),
-            ("allowed scopes", app.allowed_scopes),
-            ("client secret set", when(app.client_secret_set_at)),
-            ("previous client secret", "kept" if app.client_secret_previous else None),
-            ("key id", app.client_key_id),
-            ("client certificate expires", when(app.client_cert_expires_at)),
-            ("signing secret set", when(app.signing_secret_set_at)),
-            (
-                "previous signing secret until",
-                when(app.signing_previous_expires_at) if previous_valid else None,
-            ),
-        ]
-    table(["field", "value"], fields)
+        pairs = _settings_of(apps.get_app(session, slug), rt.clock())
+    fields(pairs, as_json)
+
+
+def _settings_of(app: App, now: dt.datetime) -> list[tuple[str, object]]:
+    previous_until = app.signing_previous_expires_at
+    return [
+        ("slug", app.slug),
+        ("vendor app id", app.vendor_app_id),
+        ("client id", app.client_id),
+        ("token url", app.token_url),
+        ("grant", app.grant),
+        ("auth method", app.auth_method),
+        ("default scope", app.default_scope),
+        ("allowed scopes", app.allowed_scopes),
+        ("client secret set", when(app.client_secret_set_at)),
+        ("previous client secret", "kept" if app.client_secret_previous else None),
+        ("key id", app.client_key_id),
+        ("client certificate expires", when(app.client_cert_expires_at)),
+        ("signing secret set", when(app.signing_secret_set_at)),
+        (
+            "previous signing secret until",
+            when(previous_until) if previous_until and previous_until > now else None,
+        ),
+    ]
 
 
 @apps_group.command("remove")
 @click.argument("slug")
-def apps_remove(slug: str) -> None:
+@click.option("--yes", is_flag=True, help="remove without asking (needed in scripts)")
+def apps_remove(slug: str, yes: bool) -> None:
     """Delete an app with its delegations, history and cached tokens."""
+    if not yes:
+        _confirm_removal(slug)
     with session_for(write=True) as (_rt, session):
         apps.remove_app(session, slug)
     note(f"removed app {slug!r}")
+
+
+def _confirm_removal(slug: str) -> None:
+    if not sys.stdin.isatty():
+        raise UsageFailure(
+            f"removing app {slug!r} deletes its delegations and history; "
+            "pass --yes when standard input is not a terminal"
+        )
+    with session_for() as (_rt, session):
+        count = apps.delegation_count(session, slug)
+    click.confirm(
+        f"Remove app {slug!r} with its {count} delegation(s), their history and cached tokens?",
+        abort=True,
+        err=True,
+    )
 
 
 @apps_group.command("rotate-signing-secret")
@@ -117,7 +182,7 @@ def apps_remove(slug: str) -> None:
 def apps_rotate_signing_secret(slug: str, keep_previous_hours: int) -> None:
     """Install a new signing secret (from stdin); the old one verifies for N more hours."""
     (secret,) = read_secrets("new signing secret")
-    with session_for(write=True) as (rt, session):
+    with writing_session() as (rt, session):
         app = apps.get_app(session, slug)
         keep = dt.timedelta(hours=keep_previous_hours)
         apps.rotate_signing_secret(rt.keyring, app, secret, keep, rt.clock())
@@ -142,7 +207,7 @@ def apps_set_client_secret(
     credential = credential_from_files(method, private_key_file, client_cert_file, key_id)
     if credential is None:
         (credential,) = read_secrets("new client secret")
-    with session_for(write=True) as (rt, session):
+    with writing_session() as (rt, session):
         app = apps.get_app(session, slug)
         apps.set_client_credential(
             rt.keyring, app, credential, rt.clock(), key_id=key_id, drop_previous=drop_previous

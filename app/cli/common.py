@@ -1,25 +1,34 @@
 """What every command shares: the root group's error handling, opening the vault, reading
-secrets, printing tables."""
+secrets, printing tables or JSON."""
 
 from __future__ import annotations
 
 import datetime as dt
 import getpass
+import json
 import sys
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, NoReturn
 
 import click
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from vault import migrate
 from vault.clock import iso
 from vault.db import writing
-from vault.errors import OperationalError, VaultError
-from vault.runtime import Runtime, ensure_key_check, migrations_problem
+from vault.errors import BadValue, OperationalError, UnknownApp, VaultError
+from vault.runtime import Runtime, ensure_key_check, key_check_problem, migrations_problem
 from vault.settings import Settings
+
+
+class UsageFailure(click.ClickException):
+    """A bad value of a flag or argument: one line, exit code 2."""
+
+    exit_code = 2
 
 
 def fail(message: str) -> NoReturn:
@@ -27,13 +36,17 @@ def fail(message: str) -> NoReturn:
 
 
 class Commands(click.Group):
-    """Turns expected failures into one line and exit code 1, never a traceback."""
+    """Turns expected failures into one line and exit code 1 (2 for bad values), never a traceback."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except UnknownApp as exc:
+            fail(f"unknown app {exc.slug!r}" if exc.slug is not None else "unknown app")
         except VaultError as exc:
             fail(exc.reason.replace("_", " "))
+        except BadValue as exc:
+            raise UsageFailure(str(exc)) from None
         except OperationalError as exc:
             fail(str(exc))
         except SQLAlchemyError as exc:
@@ -41,19 +54,55 @@ class Commands(click.Group):
             fail(f"database error ({type(exc).__name__}); is DATABASE_URL right and reachable?")
 
 
-def open_runtime(settings: Settings | None = None) -> Runtime:
-    """The runtime for a command. In development, a missing key and database are created."""
+# -- opening the vault -------------------------------------------------------------------------
+
+
+def open_runtime(settings: Settings | None = None, *, write: bool = True) -> Runtime:
+    """The runtime for a command.
+
+    A command that writes creates, in development, a missing key and database (saying so); a
+    read-only command never creates anything and fails with a line saying what is missing.
+    """
     settings = settings or Settings.from_env()
-    runtime = Runtime.build(settings, create_key=not settings.production)
+    if not write:
+        _require_database(settings)
+    runtime = Runtime.build(settings, create_key=write and not settings.production)
+    try:
+        _prepare(runtime, write)
+    except BaseException:
+        runtime.engine.dispose()
+        raise
+    return runtime
+
+
+def _prepare(runtime: Runtime, write: bool) -> None:
+    settings = runtime.settings
     problem = migrations_problem(runtime.engine)
-    if problem and settings.production:
+    if problem and (settings.production or not write):
         raise OperationalError(problem)
     if problem:
         fresh = migrate.current_revision(runtime.engine) is None
         migrate.upgrade(runtime.engine)
         note(f"{'created' if fresh else 'upgraded'} the database ({_where(settings)})")
-    ensure_key_check(runtime)
-    return runtime
+    if write:
+        ensure_key_check(runtime)
+        return
+    with runtime.session() as session:
+        wrong = key_check_problem(runtime.keyring, session)
+    if wrong:
+        raise OperationalError(wrong)
+
+
+def _require_database(settings: Settings) -> None:
+    """Refuse before connecting: connecting to a missing SQLite file would create it."""
+    url = make_url(settings.database_url)
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        return
+    if not Path(url.database).exists():
+        raise OperationalError(
+            f"no database at {url.database}; start the service once ('delegation-vault serve') "
+            "or run 'delegation-vault db upgrade'"
+        )
 
 
 def _where(settings: Settings) -> str:
@@ -63,16 +112,22 @@ def _where(settings: Settings) -> str:
 
 @contextmanager
 def session_for(write: bool = False) -> Iterator[tuple[Runtime, Session]]:
-    runtime = open_runtime()
+    runtime = open_runtime(write=write)
     try:
         with runtime.session() as session:
-            if write:
-                with writing(session):
-                    yield runtime, session
-            else:
-                yield runtime, session
+            yield runtime, session
     finally:
         runtime.engine.dispose()
+
+
+@contextmanager
+def writing_session() -> Iterator[tuple[Runtime, Session]]:
+    """A session inside one write transaction, for commands whose vault call does not own one."""
+    with session_for(write=True) as (runtime, session), writing(session):
+        yield runtime, session
+
+
+# -- input -------------------------------------------------------------------------------------
 
 
 def note(message: str) -> None:
@@ -92,11 +147,51 @@ def read_secrets(*names: str) -> list[str]:
     return values
 
 
+class NonEmpty(click.ParamType):
+    """Text that must not be empty: ``--tenant ""`` would otherwise read as "every tenant"."""
+
+    name = "text"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        if not str(value).strip():
+            self.fail("must not be empty", param, ctx)
+        return str(value)
+
+
+NON_EMPTY = NonEmpty()
+
+
+# -- output ------------------------------------------------------------------------------------
+
+json_option = click.option("--json", "as_json", is_flag=True, help="print JSON instead of a table")
+
+
 def table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> None:
     text = [[("-" if v is None or v == "" else str(v)) for v in row] for row in rows]
     widths = [max([len(h)] + [len(r[i]) for r in text]) for i, h in enumerate(headers)]
     for row in [list(headers), *text]:
         click.echo("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+
+
+def listing(headers: Sequence[str], rows: Iterable[Sequence[object]], as_json: bool) -> None:
+    """Rows as a table, or as a JSON array of objects keyed by the headers in snake_case."""
+    if not as_json:
+        table(headers, rows)
+        return
+    keys = [_key(h) for h in headers]
+    click.echo(json.dumps([dict(zip(keys, row, strict=True)) for row in rows], indent=2))
+
+
+def fields(pairs: Sequence[tuple[str, object]], as_json: bool) -> None:
+    """One object's fields as a two-column table, or as one JSON object."""
+    if as_json:
+        click.echo(json.dumps({_key(name): value for name, value in pairs}, indent=2))
+    else:
+        table(["field", "value"], pairs)
+
+
+def _key(header: str) -> str:
+    return header.replace(" ", "_")
 
 
 def when(value: dt.datetime | None) -> str | None:

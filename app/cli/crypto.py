@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from app.cli.common import fail, note, session_for, table
+from app.cli.common import fail, json_option, listing, note, session_for
 from vault import rotation
 from vault.crypto import new_key_entry
 
@@ -22,18 +22,20 @@ def crypto_new_key(key_id: str | None) -> None:
 
 
 @crypto_group.command("status")
-def crypto_status() -> None:
+@json_option
+def crypto_status(as_json: bool) -> None:
     """Rows per key id in every encrypted column."""
     with session_for() as (rt, session):
         counts = rotation.status(session)
         primary, known = rt.keyring.primary_id, set(rt.keyring.key_ids)
-    table(
+    listing(
         ["table", "column", "key id", "rows", "note"],
         [
             (c.table, c.column, c.key_id, c.rows,
              "primary" if c.key_id == primary else ("old key" if c.key_id in known else "NOT IN KEYRING"))
             for c in counts
         ],
+        as_json,
     )  # fmt: skip
 
 
@@ -41,7 +43,7 @@ def crypto_status() -> None:
 @click.option("--batch", type=click.IntRange(1, 100_000), default=500, show_default=True)
 def crypto_reencrypt(batch: int) -> None:
     """Move every stored value to the primary key, in batches; run again to resume."""
-    with session_for() as (rt, session):
+    with session_for(write=True) as (rt, session):
         progress = rotation.reencrypt(session, rt.keyring, batch)
         left = {
             k: n for k, n in rotation.rows_per_key(session).items() if k != rt.keyring.primary_id

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from app.cli.common import fail, session_for, table, when
+from app.cli.common import NON_EMPTY, fail, json_option, listing, session_for, when
 from vault import apps, delegations
 
 
@@ -14,8 +14,9 @@ def delegations_group() -> None:
 
 
 @delegations_group.command("list")
-@click.option("--app", "slug", help="only this app")
-def delegations_list(slug: str | None) -> None:
+@click.option("--app", "slug", type=NON_EMPTY, help="only this app")
+@json_option
+def delegations_list(slug: str | None, as_json: bool) -> None:
     """Delegations by app and tenant."""
     with session_for() as (rt, session):
         if slug:
@@ -25,24 +26,34 @@ def delegations_list(slug: str | None) -> None:
              when(v.updated_at), v.last_callback_result)
             for v in delegations.list_views(session, rt.keyring, slug)
         ]  # fmt: skip
-    table(
-        ["app", "tenant", "tenant id", "state", "delegated user", "updated", "last callback"], rows
-    )
+    headers = ["app", "tenant", "tenant id", "state", "delegated user", "updated", "last callback"]
+    listing(headers, rows, as_json)
 
 
 @delegations_group.command("history")
 @click.argument("slug")
-@click.argument("tenant")
-def delegations_history(slug: str, tenant: str) -> None:
+@click.argument("tenant", type=NON_EMPTY)
+@json_option
+def delegations_history(slug: str, tenant: str, as_json: bool) -> None:
     """Every recorded callback for one tenant, oldest first."""
+    mask = delegations.mask
     with session_for() as (rt, session):
         entries = delegations.history(session, rt.keyring, apps.get_app(session, slug), tenant)
         rows = [
             (when(e.recorded_at), e.request_id, e.event, e.outcome,
-             f"{e.old_state or '-'} -> {e.new_state or '-'}",
-             f"{delegations.mask(e.old_user) or '-'} -> {delegations.mask(e.new_user) or '-'}")
+             e.old_state, e.new_state, mask(e.old_user), mask(e.new_user))
             for e in entries
         ]  # fmt: skip
     if not rows:
         fail(f"no history for tenant {tenant!r} of app {slug!r}")
-    table(["recorded", "request id", "event", "outcome", "state", "delegated user"], rows)
+    if as_json:
+        headers = ["recorded", "request id", "event", "outcome", "old state", "new state",
+                   "old delegated user", "new delegated user"]  # fmt: skip
+        listing(headers, rows, as_json)
+        return
+    arrows = [
+        (*r[:4], f"{r[4] or '-'} -> {r[5] or '-'}", f"{r[6] or '-'} -> {r[7] or '-'}") for r in rows
+    ]
+    listing(
+        ["recorded", "request id", "event", "outcome", "state", "delegated user"], arrows, False
+    )

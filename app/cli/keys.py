@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from app.cli.common import note, session_for, table, when
+from app.cli.common import NON_EMPTY, json_option, listing, note, session_for, when, writing_session
 from vault import apps, keys
 from vault.models import Role
 
@@ -22,8 +22,12 @@ def keys_group() -> None:
     default=Role.SERVICE.value,
     show_default=True,
 )
-@click.option("--app", "app_slugs", multiple=True, help="limit to this app (repeatable)")
-@click.option("--tenant", "tenants", multiple=True, help="limit to this tenant (repeatable)")
+@click.option(
+    "--app", "app_slugs", type=NON_EMPTY, multiple=True, help="limit to this app (repeatable)"
+)
+@click.option(
+    "--tenant", "tenants", type=NON_EMPTY, multiple=True, help="limit to this tenant (repeatable)"
+)
 @click.option("--expires-days", type=click.IntRange(1, 3650), default=None)
 def keys_create(
     name: str,
@@ -33,7 +37,7 @@ def keys_create(
     expires_days: int | None,
 ) -> None:
     """Create a key and print it once, alone on standard output."""
-    with session_for(write=True) as (rt, session):
+    with writing_session() as (rt, session):
         for slug in app_slugs:
             apps.get_app(session, slug)
         presented = keys.create_key(
@@ -44,21 +48,27 @@ def keys_create(
 
 
 @keys_group.command("list")
-def keys_list() -> None:
+@json_option
+def keys_list(as_json: bool) -> None:
     """Keys (names, roles and limits; never the keys)."""
     with session_for() as (_rt, session):
         rows = [
-            (k.name, k.role, ",".join(k.apps) or "all", ",".join(k.tenants) or "all",
+            (k.name, k.role, _limits(k.apps, as_json), _limits(k.tenants, as_json),
              when(k.expires_at), when(k.last_used_at), "revoked" if k.revoked_at else "active")
             for k in keys.list_keys(session)
         ]  # fmt: skip
-    table(["name", "role", "apps", "tenants", "expires", "last used", "state"], rows)
+    listing(["name", "role", "apps", "tenants", "expires", "last used", "state"], rows, as_json)
 
 
 @keys_group.command("revoke")
 @click.argument("name")
 def keys_revoke(name: str) -> None:
     """Revoke a key; it stops working on the next request."""
-    with session_for(write=True) as (rt, session):
+    with writing_session() as (rt, session):
         keys.revoke_key(session, name, rt.clock())
     note(f"revoked key {name!r}")
+
+
+def _limits(names: list[str], as_json: bool) -> list[str] | str:
+    """JSON keeps the list (empty: no limit); the table says "all"."""
+    return list(names) if as_json else ",".join(names) or "all"

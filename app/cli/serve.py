@@ -11,7 +11,10 @@ from vault.settings import Settings
 
 
 @click.command()
-@click.option("--bind", help="HOST:PORT (default 0.0.0.0:$PORT, PORT defaulting to 8000)")
+@click.option(
+    "--bind",
+    help="HOST:PORT (default: $PORT, 8000 if unset, on 0.0.0.0 in production, 127.0.0.1 otherwise)",
+)
 @click.option(
     "--workers", type=click.IntRange(1, 64), default=None, help="default: $WEB_CONCURRENCY or 2"
 )
@@ -22,6 +25,10 @@ def serve(bind: str | None, workers: int | None, threads: int) -> None:
 
     settings = Settings.from_env()
     open_runtime(settings).engine.dispose()  # refuse early: no key, old schema, wrong keyring
-    bind = bind or f"0.0.0.0:{os.environ.get('PORT', '8000')}"
+    # Every interface is the contract's production bind; a development vault (a generated key
+    # beside its database) listens on loopback only.
+    everywhere = "0.0.0.0"  # noqa: S104  # nosec B104
+    host = everywhere if settings.production else "127.0.0.1"
+    bind = bind or f"{host}:{settings.port}"
     workers = workers or int(os.environ.get("WEB_CONCURRENCY", "2"))
     server.run(settings, bind=bind, workers=workers, threads=threads)

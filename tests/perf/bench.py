@@ -271,22 +271,49 @@ def bench_callbacks(
 def seed_delegations(rt: Runtime, count: int) -> None:
     """``count`` active delegations, user ids encrypted as the receiver stores them."""
     now = rt.clock()
+
+    def row_for(app_id: int, i: int) -> dict[str, object]:
+        row = Delegation(app_id=app_id, tenant=f"tenant{i}", tenant_id=str(uuid.UUID(int=i + 1)))
+        user = rt.keyring.encrypt(str(uuid.uuid4()), row_aad(row, "delegation_user_id"))
+        return {
+            "app_id": app_id, "tenant": row.tenant, "tenant_id": row.tenant_id,
+            "state": "active", "delegation_user_id": user, "version": 1,
+            "vendor_timestamp": now, "request_id": f"seed-{i}", "updated_at": now,
+            "last_callback_at": now, "last_callback_result": "delegation:applied",
+        }  # fmt: skip
+
+    _insert_in_batches(rt, Delegation, count, row_for)
+
+
+def seed_token_health(rt: Runtime, count: int, failing_every: int) -> None:
+    """A token health row for each seeded tenant; every ``failing_every``-th one failing."""
+    from vault.models import TokenHealth
+
+    now = rt.clock()
+
+    def row_for(app_id: int, i: int) -> dict[str, object]:
+        failing = i % failing_every == 0
+        return {
+            "app_id": app_id, "tenant_key": str(uuid.UUID(int=i + 1)), "tenant": f"tenant{i}",
+            "tenant_id": str(uuid.UUID(int=i + 1)), "host": "auth.seismic.com",
+            "last_success_at": now, "consecutive_failures": 3 if failing else 0,
+            "last_failure_at": now if failing else None,
+            "last_failure_reason": "invalid_grant" if failing else None,
+            "failing_since": now if failing else None,
+        }  # fmt: skip
+
+    _insert_in_batches(rt, TokenHealth, count, row_for)
+
+
+def _insert_in_batches(
+    rt: Runtime, model: type, count: int, row_for: Callable[[int, int], dict[str, object]]
+) -> None:
+    """``count`` rows of ``model`` for the zendesk app, 5,000 to a commit."""
     with rt.session() as session:
         app_id = apps.get_app(session, "zendesk").id
         for start in range(0, count, 5000):
-            rows = []
-            for i in range(start, min(count, start + 5000)):
-                row = Delegation(
-                    app_id=app_id, tenant=f"tenant{i}", tenant_id=str(uuid.UUID(int=i + 1))
-                )
-                user = rt.keyring.encrypt(str(uuid.uuid4()), row_aad(row, "delegation_user_id"))
-                rows.append({
-                    "app_id": app_id, "tenant": row.tenant, "tenant_id": row.tenant_id,
-                    "state": "active", "delegation_user_id": user, "version": 1,
-                    "vendor_timestamp": now, "request_id": f"seed-{i}", "updated_at": now,
-                    "last_callback_at": now, "last_callback_result": "delegation:applied",
-                })  # fmt: skip
-            session.execute(insert(Delegation), rows)
+            rows = [row_for(app_id, i) for i in range(start, min(count, start + 5000))]
+            session.execute(insert(model), rows)
             session.commit()
 
 
@@ -463,11 +490,13 @@ def bench_status(db: Database, args: argparse.Namespace, workdir: Path) -> dict[
     builders.register_app(rt)
     key = builders.create_key(rt, "ops", role="operator")
     seed_delegations(rt, args.delegations)
+    seed_token_health(rt, args.delegations, failing_every=100)
     rt.close()
     last = -(-args.delegations // 50)
     views = {
         "healthz": "/healthz", "status": "/status", "status_last_page": f"/status?page={last}",
         "status_search": "/status?q=tenant99999", "status_json": "/status.json",
+        "status_failing": "/status?state=failing", "metrics": "/metrics",
     }  # fmt: skip
     timings: dict[str, object] = {"delegations": args.delegations}
     with (

@@ -9,11 +9,12 @@ import datetime as dt
 import uuid
 
 from sqlalchemy import insert
+from sqlalchemy.orm import Session
 
 from app import create_app
 from tests.builders import create_key, delegation_body, lifecycle_body, register_app, signed
 from vault import apps
-from vault.models import Delegation, UpstreamHealth
+from vault.models import Delegation, TokenHealth, UpstreamHealth
 from vault.runtime import Runtime
 from vault.sealing import row_aad
 
@@ -54,6 +55,7 @@ def seed(runtime: Runtime, bulk: int = 120) -> str:
             last_error_at=now - dt.timedelta(minutes=5), last_error="invalid_client",
             latencies_ms=[88.0, 93.5, 101.2, 97.0, 140.3],
         ))  # fmt: skip
+        _token_health(session, runtime, now)
         session.commit()
     create_key(runtime, "billing-sync", apps=["zendesk"])
     return create_key(runtime, "ops", role="operator")
@@ -77,3 +79,19 @@ def _bulk(runtime: Runtime, count: int) -> None:
             })  # fmt: skip
         session.execute(insert(Delegation), rows)
         session.commit()
+
+
+def _token_health(session: Session, runtime: Runtime, now: dt.datetime) -> None:
+    """intdev2 gets tokens; acme's delegated user is no longer accepted by the vendor."""
+    app_id = apps.get_app(session, "zendesk").id
+    session.add_all([
+        TokenHealth(app_id=app_id, tenant_key=str(uuid.UUID(int=1)), tenant="intdev2",
+                    tenant_id=str(uuid.UUID(int=1)), host="auth.seismic.com",
+                    last_success_at=now - dt.timedelta(minutes=2), consecutive_failures=0),
+        TokenHealth(app_id=app_id, tenant_key=str(uuid.UUID(int=2)), tenant="acme",
+                    tenant_id=str(uuid.UUID(int=2)), host="auth.seismic.com",
+                    last_success_at=now - dt.timedelta(hours=26),
+                    last_failure_at=now - dt.timedelta(minutes=1), last_failure_reason="invalid_grant",
+                    last_failure_status=400, failing_since=now - dt.timedelta(minutes=47),
+                    consecutive_failures=6),
+    ])  # fmt: skip

@@ -1,7 +1,7 @@
 """client authentication by private key and certificate: key ids and certificate expiry
 
 Revision ID: client_auth_keys
-Revises: 0001
+Revises: ops_notify_outbox
 Create Date: 2026-11-24
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "client_auth_keys"
-down_revision = "0001"
+down_revision = "ops_notify_outbox"
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,116 @@
+"""The stand-in on a loopback port: the vendor's routes and a control route that sends callbacks.
+
+``POST /sandbox/send`` with ``{"kind": "delegation"|"disable"|"enable"|"uninstall"|...,
+"tenant": "...", "user_id": "..."}`` builds the callback, signs it with the app's signing secret
+and POSTs it to the service, answering with the service's status and reply. It exists so that
+``delegation-vault sandbox send`` (another process) never needs the signing secret.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import logging
+import threading
+import urllib.parse
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from vault.sandbox import callbacks
+from vault.sandbox.vendor import Reply, Vendor
+
+log = logging.getLogger(__name__)
+MAX_BODY = 64 * 1024
+
+
+@dataclasses.dataclass
+class Sandbox:
+    """The stand-in's state: its vendor half and what it needs to call the service."""
+
+    vendor: Vendor
+    service: str
+    slug: str
+    vendor_app_id: str
+    signing_secret: str = dataclasses.field(repr=False)
+
+    def deliver(self, kind: str, tenant: str, user_id: str | None = None) -> Reply:
+        """Send one callback the way Seismic does; the service's status and reply."""
+        if kind not in callbacks.KINDS or not tenant:
+            return 400, {"error": "invalid_request", "kinds": list(callbacks.KINDS)}
+        if kind == "delegation":
+            user_id = user_id or str(uuid.uuid4())
+            self.vendor.delegate(tenant, user_id)
+        now = dt.datetime.now(dt.UTC)
+        raw = callbacks.body(kind, tenant, self.vendor_app_id, user_id, now)
+        status, reply = callbacks.send(self.service, self.slug, kind, raw, self.signing_secret)
+        if kind == "uninstall" and status < 300:
+            self.vendor.delegate(tenant, None)
+        return status, reply
+
+    def control(self, raw: bytes) -> Reply:
+        try:
+            asked = json.loads(raw or b"{}")
+        except ValueError:
+            asked = None
+        if not isinstance(asked, dict):
+            return 400, {"error": "invalid_json"}
+        status, reply = self.deliver(
+            str(asked.get("kind", "")), str(asked.get("tenant", "")), asked.get("user_id")
+        )
+        return 200, {"service_status": status, "service_reply": reply}
+
+
+def _handler(sandbox: Sandbox) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        server_version = "sandbox"
+
+        def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+            # The path only: never a query string, a header or a body.
+            log.info("%s %s %s", self.command, urllib.parse.urlsplit(self.path).path, code)
+
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            if length > MAX_BODY:
+                return self._reply((413, {"error": "payload_too_large"}))
+            raw = self.rfile.read(length)
+            path = urllib.parse.urlsplit(self.path).path
+            if path == "/sandbox/send":
+                return self._reply(sandbox.control(raw))
+            form = dict(urllib.parse.parse_qsl(raw.decode("utf-8", "replace")))
+            headers = {k.lower(): v for k, v in self.headers.items()}
+            self._reply(sandbox.vendor.token(path, form, headers))
+
+        def do_GET(self) -> None:
+            if urllib.parse.urlsplit(self.path).path != "/api/me":
+                return self._reply((404, {"error": "not_found"}))
+            self._reply(sandbox.vendor.me(self.headers.get("Authorization", "")))
+
+        def _reply(self, reply: Reply) -> None:
+            status, body = reply
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Cache-Control", "no-store")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+    return Handler
+
+
+@contextmanager
+def listening(host: str, port: int, sandbox: Sandbox) -> Iterator[ThreadingHTTPServer]:
+    """Bind now (port 0 picks one), serve in a thread, stop on exit."""
+    server = ThreadingHTTPServer((host, port), _handler(sandbox))
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, name="sandbox", daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
