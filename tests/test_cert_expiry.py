@@ -7,7 +7,7 @@ import datetime as dt
 from tests.builders import register_app
 from tests.support.client_auth_server import Authority, rsa_key
 from tests.support.clock import FrozenClock
-from vault import cert_expiry
+from vault import cert_expiry, status
 from vault.runtime import Runtime
 
 
@@ -39,3 +39,15 @@ def test_certificates_within_30_days_warn_and_expired_ones_are_critical(
     assert "expired on" in plain and "--client-cert-file" in plain
     assert "(within a day)" in sooner and "--private-key-file" in sooner
     assert "(in 18 days)" in soon
+
+
+def test_the_status_page_warns_of_a_certificate_within_30_days(
+    runtime: Runtime, clock: FrozenClock
+) -> None:
+    clock.set(dt.datetime.now(dt.UTC))
+    _register(runtime, "mtls", days=10.5)
+    with runtime.session() as session:
+        shown = status.gather(session, runtime.keyring, clock(), status.TenantFilter()).as_json()
+    (item,) = [i for i in shown["attention"] if i.get("app") == "mtls"]
+    assert item["level"] == "warning" and "(in 10 days)" in item["text"]
+    assert shown["certificates"][0]["app"] == "mtls"

@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import func, or_, select, tuple_
 from sqlalchemy.orm import Session
 
-from vault import attention, circuit, rejections, token_health
+from vault import attention, cert_expiry, circuit, rejections, token_health
 from vault.crypto import Keyring
 from vault.delegations import mask
 from vault.errors import KeyringError
@@ -84,6 +84,7 @@ def gather(session: Session, keyring: Keyring, now: dt.datetime, tenants: Tenant
         keyring=keyring_section(session, keyring),
         keys=keys_section(session, now),
         needs_attention=_blocked(session),
+        certificates=tuple(cert_expiry.expiring(session, now)),
     )
     return Status(attention.items(sections, now), sections)
 
