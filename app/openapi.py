@@ -246,6 +246,16 @@ STATUS = {
     ],
     "properties": {
         "attention": {"type": "array", "items": ATTENTION_ITEM, "description": "most severe first"},
+        "certificates": {
+            "type": "array",
+            "description": "apps whose client certificate expires within 30 days, or has expired",
+            "items": {
+                "type": "object",
+                "required": ["app", "auth_method", "expires_at", "expired"],
+                "properties": {"app": STRING, "auth_method": STRING, "expires_at": TIME,
+                               "expired": {"type": "boolean"}},
+            },
+        },
         "failing": {
             "type": "object",
             "required": ["total", "items"],

@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import base64
 import logging
-import subprocess
-from pathlib import Path
 
 import pytest
 from flask.testing import FlaskClient
-from sqlalchemy import text
 
 from tests.builders import (
     CLIENT_SECRET,
@@ -22,6 +19,7 @@ from tests.builders import (
     register_app,
     signed,
 )
+from tests.support.at_rest import database_bytes
 from tests.support.clock import FrozenClock
 from vault.runtime import Runtime
 
@@ -77,8 +75,7 @@ def test_raw_sqlite_files_hold_no_secret(
 ) -> None:
     caplog.set_level(logging.DEBUG)
     secrets = _drive_a_flow(client, runtime, clock)
-    database = Path(runtime.engine.url.database or "")
-    blob = b"".join(p.read_bytes() for p in database.parent.glob(database.name + "*"))
+    blob = database_bytes(runtime.engine)
     assert USER.encode() not in blob and b"dv1:test1:" in blob  # the scan reads real ciphertext
     _assert_absent(blob, secrets, "the SQLite files")
     out, err = capfd.readouterr()
@@ -92,16 +89,7 @@ def test_raw_postgresql_files_hold_no_secret(
 ) -> None:
     caplog.set_level(logging.DEBUG)
     secrets = _drive_a_flow(client, runtime, clock)
-    with runtime.engine.connect() as conn:
-        conn.execute(text("CHECKPOINT"))
-        data_dir = Path(conn.execute(text("SHOW data_directory")).scalar_one())
-    files = subprocess.run(
-        ["find", str(data_dir / "base"), str(data_dir / "pg_wal"), "-type", "f"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    blob = b"".join(Path(p).read_bytes() for p in files.stdout.split())
+    blob = database_bytes(runtime.engine)
     assert b"dv1:test1:" in blob  # the scan reads real ciphertext
     _assert_absent(blob, secrets, "PostgreSQL's data files")
     _assert_absent(caplog.text.encode(), secrets, "the logs")

@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
+from vault import client_auth, pem
 from vault.crypto import Keyring
 from vault.db import writing
 from vault.errors import BadValue, OperationalError, UnknownApp
@@ -18,7 +19,7 @@ from vault.scopes import ANY, normalise_allowed, normalise_scope
 from vault.sealing import row_aad
 
 SEISMIC_TOKEN_URL = "https://auth.seismic.com/tenants/{tenant}/connect/token"  # noqa: S105 (a URL, not a password)
-AUTH_METHODS = ("client_secret_post", "client_secret_basic")
+AUTH_METHODS = tuple(client_auth.AUTH_METHODS)
 SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
 PLACEHOLDER = re.compile(r"\{[^{}]*\}")
@@ -36,6 +37,7 @@ class AppSpec:
     auth_method: str = "client_secret_post"
     scope: str = ""
     allowed_scopes: str = ""  # empty: the default scope and nothing else; "*": any scope
+    key_id: str | None = None  # the JWT kid, for private_key_jwt
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,7 +86,7 @@ def validate_spec(spec: AppSpec, *, allow_http: bool) -> None:
     if spec.grant not in {g.value for g in Grant}:
         raise BadValue("--grant", "must be 'delegation' or 'client_credentials'")
     if spec.auth_method not in AUTH_METHODS:
-        raise BadValue("--auth-method", "must be client_secret_post or client_secret_basic")
+        raise BadValue("--auth-method", f"must be one of {', '.join(AUTH_METHODS)}")
     if spec.grant == Grant.DELEGATION and not spec.vendor_app_id:
         raise BadValue("--vendor-app-id", "a delegation app needs one")
     if not spec.client_id:
@@ -107,10 +109,12 @@ def add_app(
     *,
     allow_http: bool = False,
 ) -> App:
-    """Register an app, committed when this returns."""
+    """Register an app, committed when this returns.
+
+    ``client_secret`` is the credential of the auth method: the client secret, or the PEM text of
+    the private key (private_key_jwt) or of the certificate chain and key (tls_client_auth).
+    """
     validate_spec(spec, allow_http=allow_http)
-    if not client_secret:
-        raise OperationalError("the client secret is empty")
     if spec.grant == Grant.DELEGATION and not signing_secret:
         raise OperationalError("a delegation app needs a signing secret")
     with writing(session):
@@ -126,6 +130,7 @@ def insert_app(
     now: dt.datetime,
 ) -> App:
     """Insert a validated app inside the caller's write transaction."""
+    credential = pem.prepare(spec.auth_method, client_secret, spec.key_id, now)
     if session.scalar(select(App.id).where(App.slug == spec.slug)) is not None:
         raise OperationalError(f"an app named {spec.slug!r} already exists")
     app = App(
@@ -139,12 +144,14 @@ def insert_app(
         allowed_scopes=normalise_allowed(spec.allowed_scopes, spec.scope),
         client_secret="",
         client_secret_set_at=now,
+        client_key_id=credential.key_id,
+        client_cert_expires_at=credential.cert_expires_at,
         signing_secret_set_at=now if signing_secret else None,
         created_at=now,
     )
     session.add(app)
     session.flush()  # the row id is part of what the secrets are bound to
-    app.client_secret = keyring.encrypt(client_secret, row_aad(app, "client_secret"))
+    app.client_secret = keyring.encrypt(credential.secret, row_aad(app, "client_secret"))
     if signing_secret:
         app.signing_secret = keyring.encrypt(signing_secret, row_aad(app, "signing_secret"))
     return app
@@ -163,6 +170,7 @@ def update_app(
         given = {k: v for k, v in dataclasses.asdict(changes).items() if v is not None}
         spec = dataclasses.replace(_spec_of(app), **given)
         validate_spec(spec, allow_http=allow_http)
+        _same_credential_kind(app.auth_method, spec.auth_method)
         values = _columns(spec)
         changed = [name for name, value in values.items() if getattr(app, name) != value]
         for name in changed:
@@ -170,6 +178,16 @@ def update_app(
         if set(changed) & set(SHAPES_TOKEN_REQUEST):
             session.execute(delete(CachedToken).where(CachedToken.app_id == app.id))
     return changed
+
+
+def _same_credential_kind(before: str, after: str) -> None:
+    """A change of auth method keeps the stored credential only between the two secret methods."""
+    if before != after and not {before, after} <= set(pem.SECRET_METHODS):
+        raise BadValue(
+            "--auth-method",
+            f"{before} to {after} needs the new credential: remove and add the app again, "
+            "with --private-key-file, --client-cert-file or the client secret",
+        )
 
 
 def _spec_of(app: App) -> AppSpec:
@@ -234,14 +252,9 @@ def signing_secrets(
 
 
 def client_secrets(keyring: Keyring, app: App) -> tuple[str, str | None]:
-    """(current, previous) client secrets."""
-    current = keyring.decrypt_text(app.client_secret, row_aad(app, "client_secret"))
-    previous = None
-    if app.client_secret_previous:
-        previous = keyring.decrypt_text(
-            app.client_secret_previous, row_aad(app, "client_secret_previous")
-        )
-    return current, previous
+    """(current, previous) client credentials as text (see client_auth.credentials)."""
+    current, previous = client_auth.credentials(keyring, app)
+    return current.secret, previous.secret if previous else None
 
 
 def rotate_signing_secret(
@@ -265,10 +278,41 @@ def set_client_secret(
     keyring: Keyring, app: App, new_secret: str | None, now: dt.datetime, *, drop_previous: bool
 ) -> None:
     """Install a new client secret (keeping the old one for activation) or drop the previous one."""
-    if new_secret:
-        old = keyring.decrypt(app.client_secret, row_aad(app, "client_secret"))
-        app.client_secret_previous = keyring.encrypt(old, row_aad(app, "client_secret_previous"))
-        app.client_secret = keyring.encrypt(new_secret, row_aad(app, "client_secret"))
-        app.client_secret_set_at = now
+    set_client_credential(keyring, app, new_secret, now, drop_previous=drop_previous)
+
+
+def set_client_credential(
+    keyring: Keyring,
+    app: App,
+    material: str | None,
+    now: dt.datetime,
+    *,
+    method: str | None = None,
+    key_id: str | None = None,
+    drop_previous: bool = False,
+) -> None:
+    """Install a new credential for ``method`` (default: the app's own) or drop the previous one.
+
+    The current credential is kept as the previous one, tried once on ``invalid_client`` while the
+    new one activates; a change of auth method drops it (it would not prove anything any more).
+    """
+    method = method or app.auth_method
+    if method not in AUTH_METHODS:
+        raise OperationalError(f"auth method must be one of {', '.join(AUTH_METHODS)}")
+    if material:
+        new = pem.prepare(method, material, key_id, now)
+        if method == app.auth_method:
+            old = keyring.decrypt(app.client_secret, row_aad(app, "client_secret"))
+            app.client_secret_previous = keyring.encrypt(
+                old, row_aad(app, "client_secret_previous")
+            )
+            app.client_key_id_previous = app.client_key_id
+        else:
+            drop_previous = True
+        app.client_secret = keyring.encrypt(new.secret, row_aad(app, "client_secret"))
+        app.client_key_id, app.client_cert_expires_at = new.key_id, new.cert_expires_at
+        app.auth_method, app.client_secret_set_at = method, now
+    elif method != app.auth_method:
+        raise OperationalError(f"--auth-method {method} needs its credential")
     if drop_previous:
-        app.client_secret_previous = None
+        app.client_secret_previous = app.client_key_id_previous = None

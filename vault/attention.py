@@ -153,9 +153,13 @@ def _history(s: Sections, _now: dt.datetime) -> list[Item]:
     return [Item(found["level"], found["text"]) for found in verification.attention(s.history)]
 
 
+def _certificates(s: Sections, now: dt.datetime) -> list[Item]:
+    return [Item(c.level, c.text(now), c.app) for c in s.certificates]
+
+
 RULES: tuple[Rule, ...] = (
     _history, _keyring_problem, _unknown_key_ids, _failing_tenants, _circuits, _old_keys, _rejections,
-    _expiring_keys, _blocked,
+    _expiring_keys, _certificates, _blocked,
 )  # fmt: skip
 
 

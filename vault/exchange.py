@@ -9,13 +9,14 @@ import time
 
 from sqlalchemy.orm import Session
 
-from vault import apps, circuit, throttle, token_health
+from vault import circuit, client_auth, throttle, token_health
 from vault.cache import Cached
+from vault.client_auth import Credential
 from vault.db import reading
 from vault.errors import UnknownApp, UpstreamRejected, UpstreamUnavailable
 from vault.models import App
 from vault.runtime import Runtime
-from vault.upstream import Token, TokenRequest, host
+from vault.upstream import TokenRequest, host, request_for
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,7 +42,7 @@ class _Subject:
 def fetch(rt: Runtime, session: Session, wanted: Wanted) -> Cached:
     """A new token, or UpstreamRejected / UpstreamUnavailable; the tenant's token health and the
     host's upstream health are recorded (a refresh ahead of expiry included)."""
-    app, request, current, previous = _credentials(rt, session, wanted)
+    app, request, current, previous = credentials(rt, session, wanted)
     subject = _Subject(app, wanted.tenant, wanted.tenant_id)
     return token_health.observe(
         session, rt.clock, subject, lambda: _call(rt, session, wanted, request, (current, previous))
@@ -53,14 +54,15 @@ def _call(
     session: Session,
     wanted: Wanted,
     request: TokenRequest,
-    secrets: tuple[str, str | None],
+    secrets: tuple[Credential, Credential | None],
 ) -> Cached:
     where = host(request)
     throttle.admit(session, wanted.app_id, wanted.tenant, rt.clock())
     circuit.admit(session, where, rt.clock())
     started = time.monotonic()
     try:
-        token = _try_secrets(rt, request, *secrets)
+        ttl = rt.settings.token_default_ttl
+        token = client_auth.exchange(rt.upstream, request, *secrets, ttl)
     except UpstreamUnavailable as exc:
         # A 429 holds back only the app and tenant that met it; the host's circuit counts outages.
         counts = throttle.absorb(session, wanted.app_id, wanted.tenant, where, exc, rt.clock())
@@ -75,34 +77,14 @@ def _call(
     return Cached(token.access_token, token.token_type, wanted.scope, expires_at, now)
 
 
-def _credentials(
+def credentials(
     rt: Runtime, session: Session, wanted: Wanted
-) -> tuple[App, TokenRequest, str, str | None]:
-    """The request and the client secrets, read now (never from a memo: secrets stay in rows)."""
+) -> tuple[App, TokenRequest, Credential, Credential | None]:
+    """The request and the app's credentials, read now (never from a memo: secrets stay in rows)."""
     with reading(session):
         app = session.get(App, wanted.app_id, populate_existing=True)
         if app is None:  # removed since the request was resolved
             raise UnknownApp()
-        current, previous = apps.client_secrets(rt.keyring, app)
-        request = TokenRequest(
-            token_url=app.token_url,
-            client_id=app.client_id,
-            auth_method=app.auth_method,
-            grant=app.grant,
-            tenant=wanted.tenant,
-            user_id=wanted.user_id,
-            scope=wanted.scope,
-        )
+        current, previous = client_auth.credentials(rt.keyring, app)
+        request = request_for(app, wanted.tenant, wanted.user_id, wanted.scope)
     return app, request, current, previous
-
-
-def _try_secrets(rt: Runtime, request: TokenRequest, current: str, previous: str | None) -> Token:
-    ttl, deadline = rt.settings.token_default_ttl, rt.upstream.deadline()
-    try:
-        return rt.upstream.fetch(request, current, ttl, deadline)
-    except UpstreamRejected as exc:
-        # A new client secret takes minutes to activate at Seismic: meanwhile, the old one,
-        # within the same overall deadline.
-        if exc.upstream_error != "invalid_client" or not previous:
-            raise
-        return rt.upstream.fetch(request, previous, ttl, deadline)

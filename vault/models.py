@@ -78,9 +78,14 @@ class App(Base):
     auth_method: Mapped[str] = mapped_column(String(32))
     default_scope: Mapped[str] = mapped_column(Text, default="")
     allowed_scopes: Mapped[str] = mapped_column(Text, default="")
+    # The credential of auth_method: a client secret, or PEM text for private_key_jwt (the
+    # private key) and tls_client_auth (certificate chain and key); see vault/client_auth.py.
     client_secret: Mapped[str] = mapped_column(Text, comment=CIPHERTEXT)
     client_secret_previous: Mapped[str | None] = mapped_column(Text, comment=CIPHERTEXT)
     client_secret_set_at: Mapped[dt.datetime]
+    client_key_id: Mapped[str | None] = mapped_column(String(256))  # the JWT kid, not a secret
+    client_key_id_previous: Mapped[str | None] = mapped_column(String(256))
+    client_cert_expires_at: Mapped[dt.datetime | None]
     signing_secret: Mapped[str | None] = mapped_column(Text, comment=CIPHERTEXT)
     signing_secret_previous: Mapped[str | None] = mapped_column(Text, comment=CIPHERTEXT)
     signing_previous_expires_at: Mapped[dt.datetime | None]

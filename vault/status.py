@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import func, or_, select, tuple_
 from sqlalchemy.orm import Session
 
-from vault import attention, circuit, rejections, token_health, verification
+from vault import attention, cert_expiry, circuit, rejections, token_health, verification
 from vault.crypto import Keyring
 from vault.delegations import mask
 from vault.errors import KeyringError
@@ -85,6 +85,7 @@ def gather(session: Session, keyring: Keyring, now: dt.datetime, tenants: Tenant
         keys=keys_section(session, now),
         needs_attention=_blocked(session),
         history=verification.status(session),
+        certificates=tuple(cert_expiry.expiring(session, now)),
     )
     return Status(attention.items(sections, now), sections)
 

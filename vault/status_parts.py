@@ -12,6 +12,7 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
 from vault import rotation
+from vault.cert_expiry import Expiring
 from vault.crypto import Keyring
 from vault.models import App, CachedToken, Delegation, ServiceKey, State, TokenHealth
 from vault.rejections import Count, Recent
@@ -196,6 +197,7 @@ class Sections:
     keys: tuple[KeyRow, ...]
     needs_attention: Blocked
     history: dict[str, Any] | None = None  # the last history verification (vault/verification.py)
+    certificates: tuple[Expiring, ...] = ()  # client certificates expiring within 30 days
 
 
 def cached_entries(session: Session, now: dt.datetime) -> tuple[int, tuple[CachedEntry, ...]]:

@@ -18,13 +18,16 @@ from __future__ import annotations
 
 import dataclasses
 import email.utils
+import hashlib
 import json
 import logging
 import math
 import random
 import re
 import ssl
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
@@ -33,8 +36,10 @@ import httpx
 
 from vault import metrics
 from vault.apps import validate_token_url
+from vault.client_auth import AUTH_METHODS, CERTIFICATE_METHODS, Credential, tls_context
 from vault.errors import OperationalError, UpstreamRejected, UpstreamUnavailable
 from vault.guards import refuse_dot_segment
+from vault.models import App
 from vault.settings import Settings
 
 DEADLINE = 9.0  # seconds for all tries of one request, below the callers' usual 10 s
@@ -42,6 +47,7 @@ BACKOFF_BASE, BACKOFF_CAP = 0.2, 2.0
 MAX_RESPONSE = 64 * 1024
 RETRY_AFTER_CAP = 60.0
 THROTTLE_HINT = 10  # seconds to hold back after a 429 that named no Retry-After
+CERTIFICATE_CLIENTS = 64  # connection pools kept for apps that present a client certificate
 OAUTH_ERROR = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 log = logging.getLogger("delegation_vault.upstream")
 
@@ -60,6 +66,19 @@ class TokenRequest:
         if "{tenant}" in self.token_url:
             refuse_dot_segment(self.tenant)
         return self.token_url.replace("{tenant}", quote(self.tenant or "", safe=""))
+
+
+def request_for(app: App, tenant: str | None, user_id: str | None, scope: str) -> TokenRequest:
+    """What to ask ``app``'s token endpoint for, on behalf of ``user_id`` in ``tenant``."""
+    return TokenRequest(
+        token_url=app.token_url,
+        client_id=app.client_id,
+        auth_method=app.auth_method,
+        grant=app.grant,
+        tenant=tenant,
+        user_id=user_id,
+        scope=scope,
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,20 +101,6 @@ class Transient(Exception):
         self.retry_after = retry_after
 
 
-def _client_secret_post(form: dict[str, str], client_id: str, secret: str) -> httpx.Auth | None:
-    form.update(client_id=client_id, client_secret=secret)
-    return None
-
-
-def _client_secret_basic(form: dict[str, str], client_id: str, secret: str) -> httpx.Auth | None:
-    # RFC 6749 §2.3.1: both parts form-urlencoded before the Basic encoding.
-    return httpx.BasicAuth(quote(client_id, safe=""), quote(secret, safe=""))
-
-
-AUTH_METHODS: dict[str, Callable[[dict[str, str], str, str], httpx.Auth | None]] = {
-    "client_secret_post": _client_secret_post,
-    "client_secret_basic": _client_secret_basic,
-}
 GRANTS: dict[str, Callable[[TokenRequest], dict[str, str]]] = {
     "delegation": lambda r: {"grant_type": "delegation", "user_id": r.user_id or ""},
     "client_credentials": lambda r: {"grant_type": "client_credentials"},
@@ -110,19 +115,33 @@ class Upstream:
         settings: Settings,
         transport: httpx.BaseTransport | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
         self.sleep = sleep
-        self.client = httpx.Client(
-            transport=transport,
+        self.wall = wall  # the real time of day: client assertions are checked against it
+        self.transport = transport
+        self.client = self._client()
+        # One pool per client certificate (by fingerprint): TLS settings belong to a connection.
+        self._certified: OrderedDict[str, httpx.Client] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def _client(self, verify: ssl.SSLContext | bool = True) -> httpx.Client:
+        return httpx.Client(
+            transport=self.transport,
+            verify=verify,
             follow_redirects=False,
-            timeout=settings.upstream_timeout,
+            timeout=self.settings.upstream_timeout,
             limits=httpx.Limits(max_connections=50, max_keepalive_connections=10),
             headers={"User-Agent": "delegation-vault", "Accept": "application/json"},
         )
 
     def close(self) -> None:
         self.client.close()
+        with self._lock:
+            for client in self._certified.values():
+                client.close()
+            self._certified.clear()
 
     def __enter__(self) -> Upstream:
         return self
@@ -131,13 +150,20 @@ class Upstream:
         self.close()
 
     def fetch(
-        self, request: TokenRequest, secret: str, default_ttl: int, deadline: float | None = None
+        self,
+        request: TokenRequest,
+        secret: str | Credential,
+        default_ttl: int,
+        deadline: float | None = None,
     ) -> Token:
         """One token, or UpstreamRejected (final) / UpstreamUnavailable (after retries).
 
-        ``deadline`` (monotonic) lets several fetches share one overall deadline.
+        ``secret`` is the app's credential (a plain string is a client secret); ``deadline``
+        (monotonic) lets several fetches share one overall deadline.
         """
         self._check_url(request)
+        if isinstance(secret, str):
+            secret = Credential(secret)
         deadline = deadline if deadline is not None else time.monotonic() + DEADLINE
         attempts = self.settings.upstream_max_attempts
         for attempt in range(1, attempts + 1):
@@ -175,15 +201,23 @@ class Upstream:
             return retry_after
         return random.uniform(0, min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (attempt - 1)))  # noqa: S311 (jitter, not a secret)
 
-    def _once(self, request: TokenRequest, secret: str, default_ttl: int, deadline: float) -> Token:
+    def _once(
+        self, request: TokenRequest, secret: Credential, default_ttl: int, deadline: float
+    ) -> Token:
         form = {**GRANTS[request.grant](request)}
         if request.scope:
             form["scope"] = request.scope
-        auth = AUTH_METHODS[request.auth_method](form, request.client_id, secret)
+        send = AUTH_METHODS[request.auth_method]
+        auth = send(form, request.client_id, secret, request.url(), self.wall())
+        client = (
+            self._certified_client(secret)
+            if request.auth_method in CERTIFICATE_METHODS
+            else self.client
+        )
         timeout = max(0.05, min(self.settings.upstream_timeout, deadline - time.monotonic()))
         started = time.monotonic()
         try:
-            with self.client.stream(
+            with client.stream(
                 "POST",
                 request.url(),
                 data=form,
@@ -198,6 +232,27 @@ class Upstream:
         finally:
             metrics.UPSTREAM_LATENCY.labels(host(request)).observe(time.monotonic() - started)
         return _interpret(response, body, default_ttl)
+
+    def _certified_client(self, secret: Credential) -> httpx.Client:
+        """The pool that presents this client certificate, built on first use."""
+        fingerprint = hashlib.sha256(secret.secret.encode()).hexdigest()
+        with self._lock:
+            client = self._certified.get(fingerprint)
+            if client is not None:
+                self._certified.move_to_end(fingerprint)
+                return client
+        try:
+            made = self._client(verify=tls_context(secret))
+        except (ssl.SSLError, OperationalError):
+            # Stored certificates were checked when given; this is a tampered row or no memfd.
+            raise UpstreamRejected("unusable_client_certificate", 0) from None
+        with self._lock:
+            client = self._certified.setdefault(fingerprint, made)
+            while len(self._certified) > CERTIFICATE_CLIENTS:
+                self._certified.popitem(last=False)  # closed by its last user's garbage collection
+        if client is not made:
+            made.close()
+        return client
 
 
 def _tls_failure(exc: BaseException) -> bool:

@@ -10,6 +10,7 @@ import click
 
 from app.cli.apps import apps_group
 from app.cli.common import Commands
+from app.cli.credentials import apps_test
 from app.cli.crypto import crypto_group
 from app.cli.db import db
 from app.cli.delegations import delegations_group
@@ -25,6 +26,7 @@ def cli() -> None:
     """Delegation Vault: Seismic delegations, kept encrypted, exchanged for access tokens."""
 
 
+apps_group.add_command(apps_test)
 for command in (serve, db, apps_group, keys_group, delegations_group, crypto_group, sign, sandbox):
     cli.add_command(command)
 

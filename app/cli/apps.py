@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import sys
+from pathlib import Path
 
 import click
 
@@ -19,6 +20,7 @@ from app.cli.common import (
     when,
     writing_session,
 )
+from app.cli.credentials import credential_from_files, credential_options
 from vault import apps
 from vault.models import App, Grant
 from vault.settings import Settings
@@ -50,16 +52,27 @@ def apps_group() -> None:
 )
 @click.option("--scope", default="", help="default scope, space separated")
 @click.option("--allowed-scopes", default="", help=ALLOWED_HELP)
-def apps_add(slug: str, **options: str) -> None:
-    """Register an app; reads the client secret, then the signing secret, from standard input."""
+@credential_options
+def apps_add(
+    slug: str, private_key_file: Path | None, client_cert_file: Path | None, **options: str
+) -> None:
+    """Register an app; reads the client secret (unless a file holds the credential), then the
+    signing secret, from standard input."""
     spec = apps.AppSpec(slug=slug, **options)
     # Usage errors before any secret is asked for.
     apps.validate_spec(spec, allow_http=Settings.from_env().allow_http_token_urls)
-    wanted = ["client secret"] + (["signing secret"] if spec.grant == Grant.DELEGATION else [])
+    credential = credential_from_files(
+        spec.auth_method, private_key_file, client_cert_file, spec.key_id
+    )
+    wanted = ([] if credential else ["client secret"]) + (
+        ["signing secret"] if spec.grant == Grant.DELEGATION else []
+    )
     secrets = read_secrets(*wanted)
+    if credential is None:
+        credential = secrets.pop(0)
     with session_for(write=True) as (rt, session):
         apps.add_app(
-            session, rt.keyring, spec, secrets[0], secrets[1] if len(secrets) > 1 else None,
+            session, rt.keyring, spec, credential, secrets[0] if secrets else None,
             rt.clock(), allow_http=rt.settings.allow_http_token_urls,
         )  # fmt: skip
     note(f"registered app {slug!r}")
@@ -124,6 +137,8 @@ def _settings_of(app: App, now: dt.datetime) -> list[tuple[str, object]]:
         ("allowed scopes", app.allowed_scopes),
         ("client secret set", when(app.client_secret_set_at)),
         ("previous client secret", "kept" if app.client_secret_previous else None),
+        ("key id", app.client_key_id),
+        ("client certificate expires", when(app.client_cert_expires_at)),
         ("signing secret set", when(app.signing_secret_set_at)),
         (
             "previous signing secret until",
@@ -176,11 +191,27 @@ def apps_rotate_signing_secret(slug: str, keep_previous_hours: int) -> None:
 
 @apps_group.command("set-client-secret")
 @click.argument("slug")
-@click.option("--drop-previous", is_flag=True, help="forget the previous client secret")
-def apps_set_client_secret(slug: str, drop_previous: bool) -> None:
-    """Install a new client secret (from stdin); the previous one is tried on invalid_client."""
-    (secret,) = read_secrets("new client secret")
+@click.option("--drop-previous", is_flag=True, help="forget the previous client credential")
+@credential_options
+def apps_set_client_secret(
+    slug: str,
+    drop_previous: bool,
+    private_key_file: Path | None,
+    client_cert_file: Path | None,
+    key_id: str | None,
+) -> None:
+    """Install a new client secret (from stdin), or the private key or client certificate of an
+    app that authenticates with one; the previous one is tried on invalid_client."""
+    with session_for() as (_rt, session):
+        method = apps.get_app(session, slug).auth_method
+    credential = credential_from_files(method, private_key_file, client_cert_file, key_id)
+    if credential is None:
+        (credential,) = read_secrets("new client secret")
     with writing_session() as (rt, session):
         app = apps.get_app(session, slug)
-        apps.set_client_secret(rt.keyring, app, secret, rt.clock(), drop_previous=drop_previous)
-    note(f"new client secret for {slug!r}" + ("; previous one dropped" if drop_previous else ""))
+        apps.set_client_credential(
+            rt.keyring, app, credential, rt.clock(), key_id=key_id, drop_previous=drop_previous
+        )
+    note(
+        f"new client credential for {slug!r}" + ("; previous one dropped" if drop_previous else "")
+    )

@@ -25,6 +25,7 @@ class Recorded:
     path: str
     form: dict[str, str]
     headers: dict[str, str]
+    peer: dict[str, Any] | None = None  # the client certificate on a mutual TLS connection
 
     @property
     def client_secret(self) -> str | None:
@@ -63,6 +64,8 @@ class TokenServer:
         self.default = Reply()
         self.during: Callable[[], object] | None = None  # runs while each request is being served
         self.answer: Callable[[Recorded], Reply | None] | None = None  # per request, before script
+        # Client authentication beyond secrets: returns a refusal, or None to serve the request.
+        self.authenticate: Callable[[Recorded], Reply | None] | None = None
         self.observed: list[object] = []  # what ``during`` returned, request by request
         self._lock = threading.Lock()
         self._counter = 0
@@ -102,6 +105,9 @@ class TokenServer:
             self.requests.append(recorded)
             if recorded.client_secret in self.rejected_secrets:
                 return Reply(400, {"error": "invalid_client"})
+            refusal = self.authenticate(recorded) if self.authenticate else None
+            if refusal is not None:
+                return refusal
             chosen = self.answer(recorded) if self.answer else None
             if chosen is not None:
                 return chosen
@@ -130,8 +136,9 @@ class TokenServer:
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", "0"))
                 form = dict(urllib.parse.parse_qsl(self.rfile.read(length).decode()))
+                peer = getattr(self.connection, "getpeercert", lambda: None)()
                 recorded = Recorded(
-                    self.path, form, {k.lower(): v for k, v in self.headers.items()}
+                    self.path, form, {k.lower(): v for k, v in self.headers.items()}, peer
                 )
                 reply = server._next(recorded)
                 if server.during is not None:
