@@ -14,6 +14,7 @@ from click.testing import CliRunner, Result
 from flask.testing import FlaskClient
 from sqlalchemy import Engine, select, text
 
+from app import create_app
 from app.cli import cli
 from tests.builders import (
     TENANT,
@@ -37,7 +38,7 @@ OTHER_TENANT, OTHER_TENANT_ID = "acme", "0f9e7c4a-2b7d-4c55-9a1e-5e8f3c2d1b0a"
 CONFIG = "/api/v1/applications/zendesk/config"
 LIFECYCLE = "/api/v1/applications/zendesk/lifecycle"
 Verify = Callable[..., Result]
-BEFORE_CHAIN = "ops_notify_outbox"  # the revision the history chain's migration follows
+BEFORE_CHAIN = "keyring_upstream_throttles"  # the revision the history chain's migration follows
 
 
 @pytest.fixture
@@ -244,13 +245,14 @@ def test_the_last_result_is_kept_for_the_status_page(
 
 
 def test_entries_sealed_under_an_older_key_verify_after_rotation(
-    history: None, verify: Verify, runtime: Runtime, client: FlaskClient, clock: FrozenClock
+    history: None, verify: Verify, runtime: Runtime, clock: FrozenClock
 ) -> None:
     new = new_key_entry("test2")
-    runtime.keyring = parse_keyring([new, ENTRY])
+    rotated = runtime.replace(keyring=parse_keyring([new, ENTRY]))
     clock.advance(10)
-    deliver(client, delegation_body(clock(), delegationUserId="user-0006-kkkk-llll"))
-    with runtime.session() as session:
+    rotated_client = create_app(runtime=rotated).test_client()
+    deliver(rotated_client, delegation_body(clock(), delegationUserId="user-0006-kkkk-llll"))
+    with rotated.session() as session:
         kids = session.scalars(select(DelegationHistory.mac_key_id).order_by(DelegationHistory.id))
         assert list(kids)[-1] == "test2"
     assert verify(keys=f"{new},{ENTRY}").exit_code == 0

@@ -26,7 +26,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("apps") as batch:
-        batch.drop_column("client_cert_expires_at")
-        batch.drop_column("client_key_id_previous")
-        batch.drop_column("client_key_id")
+    # Plain ALTER TABLE ... DROP COLUMN (SQLite 3.35+), never a batch copy of apps: on SQLite the
+    # copy drops the old table, and with foreign keys on that cascades to every delegation and
+    # history entry of every app.
+    for column in ("client_cert_expires_at", "client_key_id_previous", "client_key_id"):
+        op.execute(f"ALTER TABLE apps DROP COLUMN {column}")
