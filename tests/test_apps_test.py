@@ -285,3 +285,39 @@ def test_a_certificate_the_provider_does_not_trust_is_a_tls_error_with_its_advic
     result = run("apps", "test", "okta", "--tenant", "intdev2")
     assert result.exit_code == 1 and "no token: tls_error" in result.stderr
     assert "trusts the client certificate's issuer" in result.stderr and server.calls == 0
+
+
+def test_apps_update_moves_a_secret_app_to_a_private_key_and_rotates_it_keeping_the_previous(
+    run, oauth: TokenServer, tmp_path: Path, vault_runtime: Runtime
+) -> None:  # type: ignore[no-untyped-def]
+    first, second = ec_key(), ec_key()
+    provider = Provider(oauth, audience=oauth.base + "/tenants/intdev2/connect/token")
+    provider.register_keys(CLIENT_ID, (first, "k1"), (second, "k2"))
+    assert add_service_app(run, oauth.url, stdin=f"{CLIENT_SECRET}\n").exit_code == 0
+    needs_file = run("apps", "update", "okta", "--auth-method", "private_key_jwt")
+    assert needs_file.exit_code == 2 and "needs the new credential" in needs_file.stderr
+    wrong_file = run("apps", "update", "okta", "--client-cert-file", key_file(tmp_path, pem(first)))
+    assert wrong_file.exit_code == 2 and "does not go with" in wrong_file.stderr
+    moved = run(
+        "apps", "update", "okta", "--auth-method", "private_key_jwt",
+        "--private-key-file", key_file(tmp_path, pem(first)), "--key-id", "k1",
+    )  # fmt: skip
+    assert moved.exit_code == 0, moved.output
+    assert "client credential" in moved.stderr and "cached tokens dropped" in moved.stderr
+    with vault_runtime.session() as session:
+        app = apps.get_app(session, "okta")
+        assert (app.auth_method, app.client_key_id, app.client_secret_previous) == (
+            "private_key_jwt", "k1", None,  # a secret proves nothing for a key method
+        )  # fmt: skip
+    assert run("apps", "test", "okta", "--tenant", "intdev2").exit_code == 0
+    rotated = run(
+        "apps", "update", "okta", "--private-key-file", key_file(tmp_path, pem(second), "2.pem"),
+        "--key-id", "k2",
+    )  # fmt: skip
+    assert rotated.exit_code == 0, rotated.output
+    with vault_runtime.session() as session:
+        app = apps.get_app(session, "okta")
+        assert (app.client_key_id, app.client_key_id_previous) == ("k2", "k1")
+        assert app.client_secret_previous is not None
+    assert run("apps", "test", "okta", "--tenant", "intdev2").exit_code == 0
+    assert not provider.refusals

@@ -157,25 +157,50 @@ def insert_app(
     return app
 
 
+@dataclasses.dataclass(frozen=True)
+class NewCredential:
+    """A client credential given with ``apps update``: a private key or certificate chain (PEM)."""
+
+    material: str
+    key_id: str | None
+    keyring: Keyring
+    now: dt.datetime
+
+
 def update_app(
-    session: Session, slug: str, changes: AppChanges, *, allow_http: bool = False
+    session: Session,
+    slug: str,
+    changes: AppChanges,
+    *,
+    allow_http: bool = False,
+    credential: NewCredential | None = None,
 ) -> list[str]:
     """Change what is given, committed when this returns; the names of the fields that changed.
 
     Cached tokens of the app are dropped when anything that shapes a token request changed, so
-    no token obtained with the old settings is served again.
+    no token obtained with the old settings is served again. A new credential is installed for
+    the (new) auth method, the current one kept as the previous one when the method stays.
     """
     with writing(session):
         app = get_app(session, slug)
         given = {k: v for k, v in dataclasses.asdict(changes).items() if v is not None}
         spec = dataclasses.replace(_spec_of(app), **given)
         validate_spec(spec, allow_http=allow_http)
-        _same_credential_kind(app.auth_method, spec.auth_method)
+        installed = []
+        if credential is None:
+            _same_credential_kind(app.auth_method, spec.auth_method)
+        else:  # before the columns: it compares the new method with the stored one
+            set_client_credential(
+                credential.keyring, app, credential.material, credential.now,
+                method=spec.auth_method, key_id=credential.key_id,
+            )  # fmt: skip
+            installed = ["client credential"]
         values = _columns(spec)
         changed = [name for name, value in values.items() if getattr(app, name) != value]
         for name in changed:
             setattr(app, name, values[name])
-        if set(changed) & set(SHAPES_TOKEN_REQUEST):
+        changed = installed + changed
+        if installed or set(changed) & set(SHAPES_TOKEN_REQUEST):
             session.execute(delete(CachedToken).where(CachedToken.app_id == app.id))
     return changed
 

@@ -86,19 +86,39 @@ def apps_add(
 @click.option("--scope", help="default scope, space separated")
 @click.option("--allowed-scopes", help=ALLOWED_HELP)
 @click.option("--vendor-app-id", type=NON_EMPTY)
-def apps_update(slug: str, **options: str | None) -> None:
-    """Change what is given; the app's cached tokens go when a token request changes shape."""
+@credential_options
+def apps_update(
+    slug: str,
+    private_key_file: Path | None,
+    key_id: str | None,
+    client_cert_file: Path | None,
+    **options: str | None,
+) -> None:
+    """Change what is given; the app's cached tokens go when a token request changes shape.
+
+    A private key or client certificate file installs a new credential (the current one stays
+    as the previous one while the auth method is the same)."""
     changes = apps.AppChanges(**options)
-    if not any(value is not None for value in options.values()):
+    files_given = private_key_file or client_cert_file or key_id
+    if not files_given and not any(value is not None for value in options.values()):
         raise UsageFailure("nothing to change: give at least one option (see --help)")
+    material = None
+    if files_given:
+        with session_for() as (_rt, session):
+            method = options["auth_method"] or apps.get_app(session, slug).auth_method
+        material = credential_from_files(method, private_key_file, client_cert_file, key_id)
     with session_for(write=True) as (rt, session):
+        credential = None
+        if material is not None:
+            credential = apps.NewCredential(material, key_id, rt.keyring, rt.clock())
         changed = apps.update_app(
-            session, slug, changes, allow_http=rt.settings.allow_http_token_urls
-        )
+            session, slug, changes, allow_http=rt.settings.allow_http_token_urls,
+            credential=credential,
+        )  # fmt: skip
     if not changed:
         note(f"app {slug!r} unchanged")
         return
-    dropped = set(changed) & set(apps.SHAPES_TOKEN_REQUEST)
+    dropped = set(changed) & {*apps.SHAPES_TOKEN_REQUEST, "client credential"}
     note(
         f"updated app {slug!r}: {', '.join(changed)}"
         + ("; cached tokens dropped" if dropped else "")
