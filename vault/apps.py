@@ -25,6 +25,12 @@ LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
 PLACEHOLDER = re.compile(r"\{[^{}]*\}")
 # Fields whose change alters what a token request sends: cached tokens of the app go with them.
 SHAPES_TOKEN_REQUEST = ("token_url", "client_id", "auth_method", "default_scope", "allowed_scopes")
+CREDENTIAL = "client credential"  # what update_app reports when it installed a new credential
+
+
+def drops_tokens(changed: list[str]) -> bool:
+    """Whether an update that changed these fields drops the app's cached tokens."""
+    return bool(set(changed) & {*SHAPES_TOKEN_REQUEST, CREDENTIAL})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -194,13 +200,13 @@ def update_app(
                 credential.keyring, app, credential.material, credential.now,
                 method=spec.auth_method, key_id=credential.key_id,
             )  # fmt: skip
-            installed = ["client credential"]
+            installed = [CREDENTIAL]
         values = _columns(spec)
         changed = [name for name, value in values.items() if getattr(app, name) != value]
         for name in changed:
             setattr(app, name, values[name])
         changed = installed + changed
-        if installed or set(changed) & set(SHAPES_TOKEN_REQUEST):
+        if drops_tokens(changed):
             session.execute(delete(CachedToken).where(CachedToken.app_id == app.id))
     return changed
 

@@ -118,7 +118,7 @@ def apps_update(
     if not changed:
         note(f"app {slug!r} unchanged")
         return
-    dropped = set(changed) & {*apps.SHAPES_TOKEN_REQUEST, "client credential"}
+    dropped = apps.drops_tokens(changed)
     note(
         f"updated app {slug!r}: {', '.join(changed)}"
         + ("; cached tokens dropped" if dropped else "")
