@@ -19,7 +19,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     # Prometheus' multi-process directory before anything imports the metrics.
     from flask import Flask
 
-    from app import bodies, callbacks, db, errors, internal, logs, observe, operator
+    from app import bodies, callbacks, db, errors, internal, logs, operator
     from vault import notify
     from vault.runtime import Runtime
     from vault.settings import Settings
@@ -32,7 +32,6 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["vault"] = runtime
     logs.init_app(app, runtime.settings)
-    observe.init_app(app)
     db.init_app(app)
     errors.init_app(app)
     app.register_blueprint(callbacks.bp, url_prefix="/api/v1/applications")

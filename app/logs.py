@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import flask
 from flask import Flask
 
+from app import observe
 from vault.settings import Settings
 
 if TYPE_CHECKING:
@@ -35,17 +36,27 @@ def _fields(record: logging.LogRecord) -> dict[str, object]:
 
 
 class JsonFormatter(logging.Formatter):
-    converter = staticmethod(time.gmtime)  # the "Z" below says UTC, whatever the machine's zone
+    """One JSON object per line, its time in UTC to the millisecond (the "Z" says so)."""
+
+    _encode = json.JSONEncoder(default=str).encode
+    _second: tuple[int, str] = (-1, "")  # the last second formatted: one strftime a second
 
     def format(self, record: logging.LogRecord) -> str:
         line = {
-            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
+            "time": f"{self._utc(int(record.created))}.{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
             **_fields(record),
         }
-        return json.dumps(line, default=str)
+        return self._encode(line)
+
+    def _utc(self, second: int) -> str:
+        cached, text = self._second
+        if cached != second:
+            text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._second = (second, text)
+        return text
 
 
 class TextFormatter(logging.Formatter):
@@ -141,8 +152,7 @@ class AccessLog:
             return self.app(environ, start)
         finally:
             _current.reset(token)
-            if access_log.isEnabledFor(logging.INFO):
-                _log_access(environ, access, status)
+            _finish(environ, access, status)
 
 
 class Request(flask.Request):
@@ -154,19 +164,26 @@ class Request(flask.Request):
         super().close()
 
 
-def _log_access(environ: WSGIEnvironment, access: Access, status: str) -> None:
-    rule = access.fields.pop("route", None)
+def _finish(environ: WSGIEnvironment, access: Access, status: str) -> None:
+    """The request's duration observed and its access line written."""
+    elapsed = time.perf_counter() - access.started
+    route = access.fields.pop("route", None)
+    route = route if isinstance(route, str) else None
     method, code = environ.get("REQUEST_METHOD", ""), int(status[:3] or 0)
+    if code:  # no status: the app raised past Flask, and the server answers on its own
+        observe.duration(route, method, code, elapsed)
+    if not access_log.isEnabledFor(logging.INFO):
+        return
     fields = {
-        "request_id": access.request_id, "method": method, "route": rule, "status": code,
-        "duration_ms": round((time.perf_counter() - access.started) * 1000, 2), **access.fields,
+        "request_id": access.request_id, "method": method, "route": route, "status": code,
+        "duration_ms": round(elapsed * 1000, 2), **access.fields,
     }  # fmt: skip
     # makeRecord and handle, not info(): the caller's file and line are never logged, and
     # looking them up walks the stack on every request.
     access_log.handle(
         access_log.makeRecord(
             access_log.name, logging.INFO, "", 0, "%s %s %s",
-            (method, rule or "(no route)", code), None, extra=fields,
+            (method, route or "(no route)", code), None, extra=fields,
         )
     )  # fmt: skip
 
