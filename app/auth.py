@@ -17,10 +17,14 @@ from vault.models import Role
 QUERY_KEY_NAMES = ("key", "api_key", "access_token", "token")
 
 
-def _bearer() -> str | None:
-    header = request.headers.get("Authorization", "")
+def bearer(header: str) -> str | None:
+    """The key in an ``Authorization: Bearer`` header, or None."""
     scheme, _, value = header.partition(" ")
     return value.strip() if scheme.lower() == "bearer" and value.strip() else None
+
+
+def _bearer() -> str | None:
+    return bearer(request.headers.get("Authorization", ""))
 
 
 def _basic_password() -> str | None:

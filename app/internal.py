@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import math
 from typing import Any
@@ -32,12 +33,17 @@ FIELDS: dict[str, tuple[type | tuple[type, ...], int]] = {
 @counted_token_request
 def token() -> tuple[dict[str, Any], int, dict[str, str]]:
     caller = service_caller()
-    query = tokens.TokenQuery(**_token_fields())
+    query = token_query(_json_body())
     note(app=query.app, tenant=query.tenant)
     rt = runtime()
     issued = tokens.issue(rt, session(), caller, query, snapshot())
-    now = rt.clock()
-    body = {
+    note(source=issued.source)
+    return token_body(issued, rt.clock()), 200, NO_STORE
+
+
+def token_body(issued: tokens.Issued, now: dt.datetime) -> dict[str, Any]:
+    """The contract's answer to a token request (also rendered by app/hits.py)."""
+    return {
         "access_token": issued.token.access_token,
         "token_type": issued.token.token_type,
         "expires_in": max(0, math.floor((issued.token.expires_at - now).total_seconds())),
@@ -48,8 +54,6 @@ def token() -> tuple[dict[str, Any], int, dict[str, str]]:
         "tenant_id": issued.tenant_id,
         "source": issued.source,
     }
-    note(source=issued.source)
-    return body, 200, NO_STORE
 
 
 @bp.get("/delegations/<slug>/<tenant>")
@@ -77,8 +81,8 @@ def delegation(slug: str, tenant: str) -> tuple[dict[str, Any], int, dict[str, s
     return body, 200, NO_STORE
 
 
-def _token_fields() -> dict[str, Any]:
-    body = _json_body()
+def token_query(body: object) -> tokens.TokenQuery:
+    """The token request in a parsed JSON body, or InvalidRequest naming what is wrong."""
     if not isinstance(body, dict):
         raise InvalidRequest("invalid_json", "The body must be a JSON object.")
     bad = [name for name, value in body.items() if name in FIELDS and not _valid(name, value)]
@@ -89,7 +93,7 @@ def _token_fields() -> dict[str, Any]:
     fields = {name: body[name] for name in FIELDS if body.get(name) is not None}
     if "min_ttl" in fields:
         fields["min_ttl"] = int(fields["min_ttl"])
-    return fields
+    return tokens.TokenQuery(**fields)
 
 
 def _json_body() -> object:

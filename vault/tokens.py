@@ -107,11 +107,33 @@ def issue(
         session, rt.keyring, target.key, query.stale_token, rt.clock()
     ):
         snapshot = UNCACHED  # the memo may still hold the row this request just emptied
+    return _cached(rt, session, target, query.min_ttl, snapshot) or _miss(
+        rt, session, target, query.min_ttl
+    )
+
+
+def served_from_cache(
+    rt: Runtime, session: Session, caller: Caller, query: TokenQuery, snapshot: Snapshot
+) -> Issued | None:
+    """What ``issue`` answers when that is a cached token and nothing else: None when a stale
+    token is to be evicted, the database did not answer, or no cached token meets min_ttl.
+    Refusals raise as in ``issue``."""
+    if query.stale_token or not snapshot.live:
+        return None
+    return _cached(
+        rt, session, resolve(rt, session, caller, query, snapshot), query.min_ttl, snapshot
+    )
+
+
+def _cached(
+    rt: Runtime, session: Session, target: Target, min_ttl: int, snapshot: Snapshot
+) -> Issued | None:
+    """The cached token if it meets min_ttl (one refresh started once inside its margin)."""
     found = rt.tokens.get(session, rt.keyring, target.key, snapshot)
-    if found is not None and found.meets(rt.clock(), query.min_ttl):
-        refresh_if_due(rt, target.slug, target.slot, target.wanted(), found)
-        return _issued(target, found, "cache")
-    return _miss(rt, session, target, query.min_ttl)
+    if found is None or not found.meets(rt.clock(), min_ttl):
+        return None
+    refresh_if_due(rt, target.slug, target.slot, target.wanted(), found)
+    return _issued(target, found, "cache")
 
 
 def _miss(rt: Runtime, session: Session, target: Target, min_ttl: int) -> Issued:
