@@ -19,7 +19,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     # Prometheus' multi-process directory before anything imports the metrics.
     from flask import Flask
 
-    from app import bodies, callbacks, db, errors, internal, logs, operator
+    from app import bodies, callbacks, db, errors, hits, internal, logs, operator
     from vault import notify
     from vault.runtime import Runtime
     from vault.settings import Settings
@@ -31,12 +31,14 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.url_map.merge_slashes = False  # '//' is a 404 in JSON, not an HTML redirect
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["vault"] = runtime
-    logs.init_app(app, runtime.settings)
     db.init_app(app)
     errors.init_app(app)
     app.register_blueprint(callbacks.bp, url_prefix="/api/v1/applications")
     app.register_blueprint(internal.bp, url_prefix="/internal/v1")
     app.register_blueprint(operator.bp)
+    # Inside out: cached-token hits, then the request id and access line, then body framing.
+    app.wsgi_app = hits.CachedTokenHits(app.wsgi_app, runtime, MAX_BODY)  # type: ignore[method-assign]
+    logs.init_app(app, runtime.settings)
     app.wsgi_app = bodies.BodyLimit(app.wsgi_app, MAX_BODY)  # type: ignore[method-assign]
     notify.start(runtime)  # sends DV_NOTIFY_URL's events from a background thread, if set
     return app
