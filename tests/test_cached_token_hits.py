@@ -3,7 +3,6 @@ other request handed to the view, which answers it as the contract says."""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -12,6 +11,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from tests.builders import create_key, lifecycle_body
+from tests.support import access_lines
 from tests.support.clock import FrozenClock
 from tests.test_metrics import scrape, value
 from tests.token_fixtures import LIFECYCLE, TOKEN, ask, deliver
@@ -127,29 +127,24 @@ def test_an_unexpected_error_beneath_flask_is_left_to_the_view(
 
 
 def test_a_hit_is_logged_timed_and_counted_like_any_request(
-    client: FlaskClient, runtime: Runtime, key: str, viewed: list[str],
-    caplog: pytest.LogCaptureFixture,
-) -> None:  # fmt: skip
+    client: FlaskClient, runtime: Runtime, key: str, viewed: list[str]
+) -> None:
     operator = {"Authorization": f"Bearer {create_key(runtime, 'ops', role='operator')}"}
     ask(client, key)
     before = scrape(client, operator)
     viewed.clear()
-    with caplog.at_level(logging.INFO, "delegation_vault.access"):
+    with access_lines.captured() as lines:
         response = ask(client, key)
     after = scrape(client, operator)
     assert (response.json["source"], viewed) == ("cache", [])
-    (line,) = [
-        r
-        for r in caplog.records
-        if getattr(r, "request_id", "") == response.headers["X-Request-Id"]
-        and r.name == "delegation_vault.access"
-    ]
+    (line,) = lines
     logged = {
-        k: getattr(line, k, None) for k in ("route", "status", "caller", "app", "tenant", "source")
+        k: line.get(k)
+        for k in ("request_id", "route", "status", "caller", "app", "tenant", "source")
     }
     assert logged == {
-        "route": TOKEN, "status": 200, "caller": "svc", "app": "zendesk", "tenant": "intdev2",
-        "source": "cache",
+        "request_id": response.headers["X-Request-Id"], "route": TOKEN, "status": 200,
+        "caller": "svc", "app": "zendesk", "tenant": "intdev2", "source": "cache",
     }  # fmt: skip
     counted = "dv_token_requests_total", {"app": "zendesk", "result": "ok", "source": "cache"}
     timed = (

@@ -22,6 +22,7 @@ from flask.testing import FlaskClient
 from joserfc import jws
 
 from tests.builders import create_key, register_app
+from tests.support import access_lines
 from tests.support.at_rest import database_bytes
 from tests.support.client_auth_server import (
     Authority,
@@ -408,20 +409,25 @@ def test_private_keys_and_certificate_keys_are_nowhere_in_the_database_files_or_
         auth_method="tls_client_auth", client_secret=certified.bundle(), signing_secret=None,
     )  # fmt: skip
     key = create_key(runtime, "svc")
-    asked = client.post(
-        TOKEN, json={"app": "okta", "tenant": "intdev2"}, headers={"Authorization": f"Bearer {key}"}
-    )
-    assert asked.status_code == 200, asked.json
-    refused = client.post(  # plain HTTP: no certificate shown, so the provider refuses
-        TOKEN, json={"app": "mtls", "tenant": "intdev2"}, headers={"Authorization": f"Bearer {key}"}
-    )
-    assert refused.status_code == 502 and "/internal/v1/token 502" in caplog.text
+    with access_lines.captured() as lines:
+        asked = client.post(
+            TOKEN,
+            json={"app": "okta", "tenant": "intdev2"},
+            headers={"Authorization": f"Bearer {key}"},
+        )
+        assert asked.status_code == 200, asked.json
+        refused = client.post(  # plain HTTP: no certificate shown, so the provider refuses
+            TOKEN,
+            json={"app": "mtls", "tenant": "intdev2"},
+            headers={"Authorization": f"Bearer {key}"},
+        )
+    assert refused.status_code == 502 and [line["status"] for line in lines] == [200, 502]
     with runtime.session() as session, writing(session):
         app = apps.get_app(session, "okta")
         apps.set_client_credential(runtime.keyring, app, pem(rotated), runtime.clock())
     blob = database_bytes(runtime.engine)
     assert b"dv1:test1:" in blob  # the scan reads real ciphertext
-    logs = caplog.text.encode()
+    logs = (caplog.text + json.dumps(lines)).encode()
     for private in (signing, rotated, certified.key):
         der = private.private_bytes(
             serialization.Encoding.DER,

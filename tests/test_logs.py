@@ -12,7 +12,8 @@ from collections.abc import Iterator
 import pytest
 from flask.testing import FlaskClient
 
-from app.logs import JsonFormatter
+from app.logs import JsonFormatter, TextFormatter
+from tests.support import access_lines
 
 
 @pytest.fixture
@@ -35,28 +36,34 @@ def test_json_times_are_utc_whatever_the_machines_zone(far_from_utc: None) -> No
     assert line["time"] == "2023-11-14T22:13:20.250Z"
 
 
-def access_lines(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
-    return [r for r in caplog.records if r.name == "delegation_vault.access"]
-
-
-def test_a_callers_request_id_is_echoed_and_logged(
-    client: FlaskClient, caplog: pytest.LogCaptureFixture
-) -> None:
-    with caplog.at_level(logging.INFO, "delegation_vault.access"):
+def test_a_callers_request_id_is_echoed_and_logged(client: FlaskClient) -> None:
+    with access_lines.captured() as lines:
         response = client.get("/healthz", headers={"X-Request-Id": "trace-42.a_b"})
     assert response.headers["X-Request-Id"] == "trace-42.a_b"
-    (line,) = access_lines(caplog)
-    assert (line.request_id, line.route, line.status) == ("trace-42.a_b", "/healthz", 200)  # type: ignore[attr-defined]
-    assert line.getMessage() == "GET /healthz 200"
+    (line,) = lines
+    assert (line["request_id"], line["route"], line["status"]) == ("trace-42.a_b", "/healthz", 200)
+    assert (line["level"], line["message"]) == ("info", "GET /healthz 200")
 
 
 @pytest.mark.parametrize("given", ["", "has space", "x" * 65, "line\nbreak"])
-def test_a_missing_or_unsafe_request_id_is_replaced(
-    client: FlaskClient, caplog: pytest.LogCaptureFixture, given: str
-) -> None:
+def test_a_missing_or_unsafe_request_id_is_replaced(client: FlaskClient, given: str) -> None:
     headers = {"X-Request-Id": given} if "\n" not in given else {}
-    with caplog.at_level(logging.INFO, "delegation_vault.access"):
+    with access_lines.captured() as lines:
         response = client.get("/healthz", headers=headers)
     made_up = response.headers["X-Request-Id"]
     assert re.fullmatch(r"[0-9a-f]{32}", made_up)
-    assert access_lines(caplog)[0].request_id == made_up  # type: ignore[attr-defined]
+    assert [line["request_id"] for line in lines] == [made_up]
+
+
+def test_text_access_lines_read_like_every_other_text_line() -> None:
+    line = TextFormatter().line(
+        1_700_000_000.25, "INFO", "delegation_vault.access", "GET /healthz 200",
+        {"request_id": "r1", "route": "/healthz", "status": 200, "app": "has space", "x": "dropped"},
+    )  # fmt: skip
+    record = logging.LogRecord(
+        "delegation_vault.access", logging.INFO, "", 0, "GET /healthz 200", (), None
+    )
+    record.created, record.msecs = 1_700_000_000.25, 250.0
+    record.__dict__.update(request_id="r1", route="/healthz", status=200, app="has space")
+    assert line == TextFormatter().format(record)
+    assert line.endswith('GET /healthz 200 request_id=r1 route=/healthz status=200 app="has space"')
