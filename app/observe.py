@@ -33,20 +33,29 @@ def counted_token_request(view: F) -> F:
             answer = view(*args, **kwargs)
         except VaultError as exc:
             app = _asked_app() if exc.error in AFTER_LOOKUP else ""
-            metrics.TOKEN_REQUESTS.labels(app, exc.error, _error_source(exc)).inc()
+            count_token_request(app, exc.error, _error_source(exc))
             raise
         except SQLAlchemyError:
-            metrics.TOKEN_REQUESTS.labels("", "unavailable", "").inc()
+            count_token_request("", "unavailable", "")
             raise
         except HTTPException as exc:  # a body over the limit, met while reading it
             result = "payload_too_large" if exc.code == 413 else "invalid_request"
-            metrics.TOKEN_REQUESTS.labels("", result, "").inc()
+            count_token_request("", result, "")
             raise
         body = answer[0]
-        metrics.TOKEN_REQUESTS.labels(body["app"], "ok", body["source"]).inc()
+        count_token_request(body["app"], "ok", body["source"])
         return answer
 
     return wrapper  # type: ignore[return-value]
+
+
+def count_token_request(app: str, result: str, source: str) -> None:
+    """One token request answered: ``app`` is a registered app's slug or "" (see AFTER_LOOKUP)."""
+    labels = (app, result, source)
+    child = _token_requests.get(labels)
+    if child is None:  # labels() validates and locks: once per label set, not per request
+        child = _token_requests[labels] = metrics.TOKEN_REQUESTS.labels(*labels)
+    child.inc()
 
 
 def _asked_app() -> str:
@@ -68,5 +77,7 @@ def duration(route: str | None, method: str, status: int, seconds: float) -> Non
     child.observe(seconds)
 
 
-# Children by label values. Bounded as the labels are: route templates, METHODS, status codes.
+# Children by label values, bounded as the labels are: route templates, METHODS, status codes;
+# registered apps, error codes, sources.
 _durations: dict[tuple[str, str, int], Any] = {}
+_token_requests: dict[tuple[str, str, str], Any] = {}

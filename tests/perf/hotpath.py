@@ -110,19 +110,12 @@ def switches(app: Any) -> list[tuple[str, Callable[[], None]]]:
     """Parts of a hit answered beneath Flask, each turned off in this process only (in order,
     so each figure is what that part costs with the ones before it already off)."""
     from app import observe
-    from vault import metrics
-
-    class Silent:
-        def labels(self, *_: object) -> Silent:
-            return self
-
-        def inc(self, *_: object) -> None: ...
 
     reads = app.extensions["vault"].reads
     return [
         ("access line", lambda: logging.getLogger("delegation_vault.access").setLevel(logging.WARNING)),
         ("request duration histogram", lambda: setattr(observe, "duration", lambda *_: None)),
-        ("token request counter", lambda: setattr(metrics, "TOKEN_REQUESTS", Silent())),
+        ("token request counter", lambda: setattr(observe, "count_token_request", lambda *_: None)),
         ("change probe", lambda: setattr(reads, "_ask", lambda: 1)),
     ]  # fmt: skip
 
