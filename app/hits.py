@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 
 from app import observe
 from app.auth import bearer
-from app.db import LazySession
+from app.db import SNAPSHOT, LazySession
 from app.internal import NO_STORE, token_body, token_query
 from app.logs import note
 from vault import keys, tokens
@@ -67,7 +67,7 @@ class CachedTokenHits:
         lazy = LazySession(rt.session)  # a hit from the change probe's memo never opens one
         session = cast(Session, lazy)
         try:
-            snapshot = rt.reads.begin()
+            snapshot = environ[SNAPSHOT] = rt.reads.begin()  # the view uses it if handed on
             presented = bearer(environ.get("HTTP_AUTHORIZATION", ""))
             caller = keys.authenticate(session, presented, rt.clock(), Role.SERVICE, snapshot)
             query = token_query(json.loads(body))

@@ -153,3 +153,22 @@ def test_a_hit_is_logged_timed_and_counted_like_any_request(
     )
     for name, labels in (counted, timed):
         assert value(after, name, **labels) - value(before, name, **labels) == 1
+
+
+def test_a_request_handed_to_the_view_is_probed_once(
+    client: FlaskClient, runtime: Runtime, key: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # During an outage a probe waits for its timeout: two probes a request would double the wait.
+    ask(client, key)
+    asked = []
+    probe = runtime.reads._ask
+    assert runtime.reads._probe is not None  # a database the change probe watches
+
+    def counted() -> object:
+        asked.append(1)
+        return probe()
+
+    monkeypatch.setattr(runtime.reads, "_ask", counted)
+    assert ask(client, key, tenant="elsewhere").status_code == 404  # handed on, then refused
+    assert ask(client, key).json["source"] == "cache"
+    assert len(asked) == 2
