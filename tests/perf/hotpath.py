@@ -1,12 +1,14 @@
 """Where a cached token request's time goes, without HTTP: the WSGI apps called directly.
 
-    python -m tests.perf.hotpath [--calls 4000] [--profile]
+    python -m tests.perf.hotpath [--calls 4000] [--threads 1] [--profile]
 
 Times the floor and the service on the cached-token path (SQLite, one tenant): the hit as the
 service answers it (beneath Flask, app/hits.py) and the same hit through the Flask view; then
 switches parts of the service off one after another and prints what each saved (measurement only:
 the switches are monkeypatches in this process, never in the product). ``--profile`` prints cProfile's
-top functions by cumulative time instead. Medians of 7 batches; nothing here is asserted.
+top functions by cumulative time instead. ``--threads 8`` calls from 8 threads at once and
+reports CPU time per call: the cost of contention for the interpreter lock, which one thread never
+meets. Medians of 7 batches; nothing here is asserted.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import pstats
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -96,13 +99,26 @@ def call(app: App, environ: dict[str, Any], body: bytes) -> str:
     return statuses[0]
 
 
-def per_call_us(app: App, environ: dict[str, Any], body: bytes, calls: int) -> float:
+def per_call_us(
+    app: App, environ: dict[str, Any], body: bytes, calls: int, threads: int = 1
+) -> float:
+    """Median of 7 batches: wall time per call in one thread; with ``threads``, the process's CPU
+    time per call while that many threads call at once (what gunicorn's gthread workers do)."""
     batches = []
     for _ in range(7):
-        started = time.perf_counter()
-        for _ in range(calls):
-            call(app, environ, body)
-        batches.append((time.perf_counter() - started) / calls * 1e6)
+        workers = [
+            threading.Thread(
+                target=lambda: [call(app, environ, body) for _ in range(calls // threads)]
+            )
+            for _ in range(threads)
+        ]
+        clock = time.perf_counter if threads == 1 else time.process_time
+        started = clock()
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+        batches.append((clock() - started) / (calls // threads * threads) * 1e6)
     return round(statistics.median(batches), 1)
 
 
@@ -124,7 +140,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=4000, help="calls per batch")
     parser.add_argument("--profile", action="store_true", help="print cProfile's top functions")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="callers at once (above 1: CPU time per call)"
+    )
     args = parser.parse_args(argv)
+    n = args.threads
     from tests.perf.floor import app as floor
 
     with cached_service() as (app, environ, body):
@@ -133,15 +153,17 @@ def main(argv: list[str] | None = None) -> int:
             profile.runcall(lambda: [call(app, environ, body) for _ in range(args.calls)])
             pstats.Stats(profile).sort_stats("cumulative").print_stats(40)
             return 0
-        print(json.dumps({"floor_us": per_call_us(floor, environ, body, args.calls)}))
+        print(
+            json.dumps({"threads": n, "floor_us": per_call_us(floor, environ, body, args.calls, n)})
+        )
         # A query string is never answered beneath Flask: the same hit, through the view.
         via_view = {**environ, "QUERY_STRING": "via=view"}
-        print(json.dumps({"service_via_view_us": per_call_us(app, via_view, body, args.calls)}))
-        before = per_call_us(app, environ, body, args.calls)
+        print(json.dumps({"service_via_view_us": per_call_us(app, via_view, body, args.calls, n)}))
+        before = per_call_us(app, environ, body, args.calls, n)
         print(json.dumps({"service_us": before}))
         for name, switch_off in switches(app):
             switch_off()
-            after = per_call_us(app, environ, body, args.calls)
+            after = per_call_us(app, environ, body, args.calls, n)
             print(
                 json.dumps(
                     {"without": name, "service_us": after, "saved_us": round(before - after, 1)}
