@@ -51,11 +51,7 @@ def counted_token_request(view: F) -> F:
 
 def count_token_request(app: str, result: str, source: str) -> None:
     """One token request answered: ``app`` is a registered app's slug or "" (see AFTER_LOOKUP)."""
-    labels = (app, result, source)
-    child = _token_requests.get(labels)
-    if child is None:  # labels() validates and locks: once per label set, not per request
-        child = _token_requests[labels] = metrics.TOKEN_REQUESTS.labels(*labels)
-    child.inc()
+    _child(metrics.TOKEN_REQUESTS, app, result, source).inc()
 
 
 def _asked_app() -> str:
@@ -70,14 +66,19 @@ def _error_source(exc: VaultError) -> str:
 def duration(route: str | None, method: str, status: int, seconds: float) -> None:
     """One request's time, by route template (Flask's or the cached-token lane's), method and
     status; observed by the access-line middleware for every request."""
-    labels = (route or "(no route)", method if method in METHODS else "OTHER", status)
-    child = _durations.get(labels)
-    if child is None:  # labels() validates and locks: once per label set, not per request
-        child = _durations[labels] = metrics.HTTP_DURATION.labels(*labels[:2], str(status))
-    child.observe(seconds)
+    method = method if method in METHODS else "OTHER"
+    _child(metrics.HTTP_DURATION, route or "(no route)", method, str(status)).observe(seconds)
 
 
-# Children by label values, bounded as the labels are: route templates, METHODS, status codes;
-# registered apps, error codes, sources.
-_durations: dict[tuple[str, str, int], Any] = {}
-_token_requests: dict[tuple[str, str, str], Any] = {}
+def _child(metric: Any, *labels: str) -> Any:
+    """``metric.labels(*labels)``, which validates and locks, looked up once per label set."""
+    key = (metric, labels)
+    child = _children.get(key)
+    if child is None:
+        child = _children[key] = metric.labels(*labels)
+    return child
+
+
+# Bounded as the labels are: route templates, METHODS and status codes; registered apps, error
+# codes and sources.
+_children: dict[tuple[Any, tuple[str, ...]], Any] = {}
