@@ -93,7 +93,8 @@ def _sized_json_post(environ: WSGIEnvironment, path: str, limit: int) -> int:
     declared = environ.get("CONTENT_LENGTH", "")
     if not (declared.isascii() and declared.isdigit() and len(declared) < 12):
         return 0
-    return int(declared) if int(declared) <= limit else 0
+    length = int(declared)
+    return length if length <= limit else 0
 
 
 def _mimetype(content_type: str) -> str:

@@ -101,6 +101,7 @@ class Reads:
         in_memory = engine.dialect.name == "sqlite" and database in (None, "", ":memory:")
         # An in-memory SQLite database is private to each connection: a probe would see nothing.
         self._probe = None if in_memory else PROBES.get(engine.dialect.name)
+        self._libpq = engine.dialect.driver == "psycopg"  # asked through libpq directly
         self._probing = threading.Lock()  # held while a probe is in flight
         self._connection: PoolProxiedConnection | None = None
         self._marker: object = None  # the last answer; None: no answer yet on this connection
@@ -185,7 +186,7 @@ class Reads:
 
     def _ask(self) -> object:
         connection = self._connection or self._connect()
-        if self._engine.dialect.driver == "psycopg":
+        if self._libpq:
             return _ask_libpq(connection, self._probe)
         cursor = connection.cursor()
         try:
