@@ -11,6 +11,7 @@ import re
 import secrets
 import sys
 import time
+import unicodedata
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -70,8 +71,9 @@ class JsonFormatter(LineFormatter):
 
 class TextFormatter(LineFormatter):
     """``time LEVEL logger: message key=value ...``, one line per record whatever the input:
-    control characters (a newline in a slug would forge a line) are escaped, and a value with a
-    space, quote or '=' is quoted (it would forge a field)."""
+    control characters (a newline in a slug would forge a line) and format characters (U+202E
+    would reverse it) are escaped, and a value with a space, quote or '=' is quoted (it would
+    forge a field)."""
 
     def line(
         self, created: float, level: str, logger: str, message: str, fields: dict[str, object]
@@ -82,17 +84,30 @@ class TextFormatter(LineFormatter):
         return f"{stamp} {level} {logger}: {_escape(message)} {extra}".rstrip()
 
 
-CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+UNUSUAL = re.compile("[^\x20-\x7e]")  # the characters worth a second look: fast on ASCII
 BARE = re.compile(r'[^\s"=\\]+')
 
 
+def _hidden(char: str) -> bool:
+    """Control (Cc), format (Cf: direction marks, overrides, isolates, zero-width), surrogate,
+    private or unassigned (C*), and the line and paragraph separators: each can forge a line or
+    reorder what a terminal shows, so none is written as is."""
+    category = unicodedata.category(char)
+    return category[0] == "C" or category in ("Zl", "Zp")
+
+
+def _escape_one(found: re.Match[str]) -> str:
+    char = found.group()
+    return char.encode("unicode_escape").decode("ascii") if _hidden(char) else char
+
+
 def _escape(text: str) -> str:
-    return CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+    return UNUSUAL.sub(_escape_one, text)
 
 
 def _value(value: object) -> str:
     text = str(value)
-    if BARE.fullmatch(text) and not CONTROL.search(text):
+    if BARE.fullmatch(text) and not any(_hidden(c) for c in UNUSUAL.findall(text)):
         return text
     return '"' + _escape(text.replace("\\", "\\\\").replace('"', '\\"')) + '"'
 
