@@ -8,7 +8,9 @@ import shlex
 import signal
 import sys
 import threading
+from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import click
 import httpx
@@ -17,7 +19,7 @@ from app.cli.common import UsageFailure, fail, note, open_runtime
 from vault.apps import LOOPBACK_HOSTS
 from vault.sandbox import setup
 from vault.sandbox.callbacks import KINDS
-from vault.sandbox.server import Sandbox, listening
+from vault.sandbox.server import Sandbox, listening, secret_path, write_secret
 from vault.sandbox.vendor import Vendor
 from vault.settings import Settings
 
@@ -59,10 +61,14 @@ def sandbox(ctx: click.Context, bind: str, service: str | None, token_ttl: int) 
     state = Sandbox(vendor, service, setup.SLUG, "", "")
     with listening(host, port, state) as server:
         url = f"http://{bind.rpartition(':')[0]}:{server.server_address[1]}"
-        key = _register(state, f"{url}/tenants/{{tenant}}/connect/token", settings)
-        _first_delegation(state)
-        _explain(url, service, key)
-        _wait_for_a_signal()
+        secret = write_secret(settings.instance_path, server.server_address[1], state.secret)
+        try:
+            key = _register(state, f"{url}/tenants/{{tenant}}/connect/token", settings)
+            _first_delegation(state)
+            _explain(url, service, key)
+            _wait_for_a_signal()
+        finally:
+            secret.unlink(missing_ok=True)
     note("sandbox stopped")
 
 
@@ -147,16 +153,51 @@ def _wait_for_a_signal() -> None:
 @click.option("--user", "user_id", help="the delegated user (delegation only; default: a new one)")
 @click.option("--sandbox", "url", default=f"http://{DEFAULT_BIND}", show_default=True)
 def sandbox_send(kind: str, tenant: str, user_id: str | None, url: str) -> None:
-    """Have the running stand-in send one signed callback to the service, as Seismic would."""
+    """Have the running stand-in send one signed callback to the service, as Seismic would.
+
+    It proves itself to the stand-in with the secret the stand-in wrote to
+    $DV_INSTANCE_PATH/sandbox-PORT.secret: run it with the sandbox's DV_INSTANCE_PATH.
+    """
     if not tenant.strip():
         raise UsageFailure("--tenant: must not be empty")
     asked = {"kind": kind, "tenant": tenant, "user_id": user_id}
+    secret = _secret_of(url)
     try:
-        reply = httpx.post(f"{url.rstrip('/')}/sandbox/send", json=asked, timeout=10)
+        reply = httpx.post(
+            f"{url.rstrip('/')}/sandbox/send", json=asked, timeout=10,
+            headers={"Authorization": f"Bearer {secret.read_text() if secret.exists() else ''}"},
+        )  # fmt: skip
         answer = reply.json()
     except (httpx.HTTPError, ValueError):
         fail(f"no sandbox answers at {url}; start one with 'delegation-vault sandbox'")
+    _unless_refused(reply.status_code, answer, url, secret)
     status = answer.get("service_status")
     click.echo(f"{kind} for tenant {tenant!r}: {status} {json.dumps(answer.get('service_reply'))}")
     if not isinstance(status, int) or status >= 300:
         raise click.exceptions.Exit(1)
+
+
+def _secret_of(url: str) -> Path:
+    try:
+        port = httpx.URL(url).port or 80
+    except httpx.InvalidURL:
+        raise UsageFailure(
+            f"--sandbox: a URL such as http://{DEFAULT_BIND} (got {url!r})"
+        ) from None
+    return secret_path(Settings.from_env().instance_path, port)
+
+
+def _unless_refused(status: int, answer: dict[str, Any], url: str, secret: Path) -> None:
+    """Fail, naming what is wrong, when the stand-in refused or could not reach the service."""
+    if answer.get("error") == "service_unreachable":
+        fail(
+            f"the sandbox at {url} answers, but no service answers at {answer.get('service')}; "
+            "start it, in another shell: DV_ALLOW_HTTP_TOKEN_URLS=1 delegation-vault serve"
+        )
+    if status == 401:
+        fail(
+            f"the sandbox at {url} refused this command: its secret is not in {secret} "
+            "(run 'sandbox send' with the sandbox's DV_INSTANCE_PATH)"
+        )
+    if status >= 400:
+        fail(f"the sandbox at {url} refused the request: {status} {answer.get('error')}")
