@@ -165,6 +165,20 @@ def load_keyring(settings: Settings, *, create: bool = False) -> Keyring:
     return parse_keyring(wrapping.open_entries(settings, keyring_entries(settings, create=create)))
 
 
+def keyring_source(settings: Settings) -> str:
+    """Where the configured keyring comes from, for messages: an operator who ran a command
+    without the service's keyring settings learns which keyring was read instead."""
+    if settings.keys:
+        source = "DV_KEYS"
+    elif settings.keys_file:
+        source = f"DV_KEYS_FILE {settings.keys_file}"
+    else:
+        source = f"the development key file {settings.instance_path / 'vault.key'}"
+    if settings.key_wrapping != "none":
+        source += f", wrapped with {settings.key_wrapping}"
+    return source
+
+
 def keyring_entries(settings: Settings, *, create: bool = False) -> list[str]:
     """The configured keyring's entries as written (wrapped ones still wrapped)."""
     if settings.keys:

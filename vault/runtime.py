@@ -14,7 +14,7 @@ from vault import migrate
 from vault.background import Background
 from vault.cache import TokenCache
 from vault.clock import Clock, utcnow
-from vault.crypto import Keyring, load_keyring
+from vault.crypto import Keyring, keyring_source, load_keyring
 from vault.db import make_engine, make_sessionmaker, writing
 from vault.errors import KeyringError
 from vault.freshness import Reads
@@ -112,7 +112,7 @@ def ensure_key_check(runtime: Runtime) -> None:
     with runtime.session() as session, writing(session):
         problem = key_check_problem(runtime.keyring, session)
         if problem:
-            raise KeyringError(problem)
+            raise KeyringError(f"{problem} (keyring from {keyring_source(runtime.settings)})")
         if session.get(KeyCheck, runtime.keyring.primary_id) is None:
             kid = runtime.keyring.primary_id
             session.add(

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from vault import migrate
 from vault.clock import iso
+from vault.crypto import keyring_source
 from vault.db import writing
 from vault.errors import BadValue, OperationalError, UnknownApp, VaultError
 from vault.runtime import Runtime, ensure_key_check, key_check_problem, migrations_problem
@@ -90,7 +91,7 @@ def _prepare(runtime: Runtime, write: bool) -> None:
     with runtime.session() as session:
         wrong = key_check_problem(runtime.keyring, session)
     if wrong:
-        raise OperationalError(wrong)
+        raise OperationalError(f"{wrong} (keyring from {keyring_source(settings)})")
 
 
 def _require_database(settings: Settings) -> None:

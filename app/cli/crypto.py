@@ -8,13 +8,18 @@ import click
 
 from app.cli.common import fail, json_option, listing, note, session_for
 from vault import resealing, rotation, wrapping
-from vault.crypto import keyring_entries
+from vault.crypto import keyring_entries, keyring_source
 from vault.settings import Settings
 
 
 @click.group("crypto")
 def crypto_group() -> None:
-    """The keyring."""
+    """The keyring.
+
+    These commands read the service's keyring settings: DV_KEYS, else DV_KEYS_FILE, else (in
+    development) the key file in DV_INSTANCE_PATH, and DV_KEY_WRAPPING with its settings when
+    entries are wrapped. Run them with the service's environment, or they read another keyring.
+    """
 
 
 @crypto_group.command("new-key")
@@ -40,7 +45,11 @@ def crypto_rewrap() -> None:
 @crypto_group.command("status")
 @json_option
 def crypto_status(as_json: bool) -> None:
-    """Rows per key id in every encrypted column."""
+    """Rows per key id in every encrypted column.
+
+    Reads the service's keyring settings (DV_KEYS, DV_KEYS_FILE or the development key file).
+    Exits 1 when any row waits on a key id that keyring lacks (noted NOT IN KEYRING).
+    """
     with session_for() as (rt, session):
         counts = [(c.table, c.column, c.key_id, c.rows) for c in rotation.status(session)]
         macs = resealing.mac_key_counts(session)  # the history chain's MACs are keyed too
@@ -59,6 +68,22 @@ def crypto_status(as_json: bool) -> None:
         ],
         as_json,
     )  # fmt: skip
+    _fail_on_missing_keys(counts, known, keyring_source(rt.settings))
+
+
+def _fail_on_missing_keys(
+    counts: list[tuple[str, str, str, int]], known: set[str], source: str
+) -> None:
+    missing: Counter[str] = Counter()
+    for *_, kid, rows in counts:
+        if kid not in known:
+            missing[kid] += rows
+    if missing:
+        waiting = ", ".join(f"{rows} on key id {kid!r}" for kid, rows in sorted(missing.items()))
+        fail(
+            f"values wait on key ids the keyring lacks ({waiting}; keyring from {source}): "
+            "run this with the service's keyring settings, or put the missing key back"
+        )
 
 
 @crypto_group.command("reencrypt")
