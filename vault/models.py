@@ -150,7 +150,8 @@ class DelegationHistory(Base):
 
 
 class HistoryVerification(Base):
-    """The last result of verifying the history's MAC chains, per scope (all, app, app/tenant)."""
+    """The last result of verifying the history's MAC chains, per scope (all, app, app/tenant),
+    and when a run of that scope last passed: a failure stays open until then."""
 
     __tablename__ = "history_verifications"
 
@@ -160,6 +161,8 @@ class HistoryVerification(Base):
     entries: Mapped[int] = mapped_column(Integer)
     chains: Mapped[int] = mapped_column(Integer)
     finding: Mapped[str | None] = mapped_column(Text)
+    passed_at: Mapped[dt.datetime | None]
+    missing_key_id: Mapped[str | None] = mapped_column(String(32))  # the failure's cause, if so
 
 
 class ProcessedRequest(Base):

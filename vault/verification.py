@@ -7,12 +7,13 @@ import dataclasses
 import datetime as dt
 import itertools
 from collections.abc import Generator, Sequence
+from typing import cast
 
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from vault import apps, chain
-from vault.crypto import Keyring
+from vault.crypto import Keyring, key_id_of
 from vault.db import writing
 from vault.errors import DecryptionError
 from vault.models import App, Delegation, DelegationHistory, HistoryVerification
@@ -27,6 +28,7 @@ class Verification:
     entries: int  # entries that verified
     chains: int
     finding: str | None  # the first bad entry, named; None when every chain verified
+    missing_key: str | None = None  # set when the finding is a key id the keyring lacks
 
     @property
     def ok(self) -> bool:
@@ -60,7 +62,8 @@ def verify(
             verified, finding = check_chain(keyring, head, rows)
             entries += verified
             if finding:
-                return Verification(scope, entries, chains, f"{label}: {finding}")
+                missing = _missing_key(keyring, rows[verified]) if verified < len(rows) else None
+                return Verification(scope, entries, chains, f"{label}: {finding}", missing)
     return Verification(scope, entries, chains, None)
 
 
@@ -77,6 +80,18 @@ def check_chain(
     return len(rows), _head_problem(head, len(rows), previous)
 
 
+def _missing_key(keyring: Keyring, row: DelegationHistory) -> str | None:
+    """The key id an entry needs that the keyring lacks: its MAC's, or a sealed column's."""
+    if row.mac_key_id not in keyring.key_ids:
+        return row.mac_key_id
+    for name in sorted(chain.ENCRYPTED):
+        value: str | None = getattr(row, name)
+        with contextlib.suppress(DecryptionError):  # not our format: altered, not missing
+            if value and key_id_of(value) not in keyring.key_ids:
+                return key_id_of(value)
+    return None
+
+
 def _entry_problem(
     keyring: Keyring, row: DelegationHistory, position: int, previous: str, seqs: list[int]
 ) -> str | None:
@@ -87,8 +102,9 @@ def _entry_problem(
         return f"entry {position} was removed (the next entry found is id {row.id}, seq {row.seq})"
     if row.seq < position:
         return f"{named} repeats seq {row.seq}: reordered or inserted"
-    if row.mac_key_id not in keyring.key_ids:
-        return f"{named} was sealed with key id {row.mac_key_id!r}, which the keyring lacks"
+    missing = _missing_key(keyring, row)
+    if missing:
+        return f"{named} needs key id {missing!r}, which the keyring lacks"
     try:
         plain = {name: opened(keyring, row, name) for name in chain.ENCRYPTED}
     except DecryptionError:
@@ -155,18 +171,18 @@ def _chains(
 
 
 def record(session: Session, result: Verification, now: dt.datetime) -> None:
-    """Keep ``result`` as the last verification of its scope (the status page shows it)."""
+    """Keep ``result`` as the last verification of its scope (the status page shows it); a pass
+    is remembered apart, since it closes the failures of its scope and of narrower ones."""
     with writing(session):
         stored = session.get(HistoryVerification, result.scope)
         if stored is None:
             stored = HistoryVerification(scope=result.scope)
             session.add(stored)
         stored.verified_at, stored.ok = now, result.ok
-        stored.entries, stored.chains, stored.finding = (
-            result.entries,
-            result.chains,
-            result.finding,
-        )
+        stored.entries, stored.chains = result.entries, result.chains
+        stored.finding, stored.missing_key_id = result.finding, result.missing_key
+        if result.ok:
+            stored.passed_at = now
 
 
 def last(session: Session) -> HistoryVerification | None:
@@ -176,8 +192,28 @@ def last(session: Session) -> HistoryVerification | None:
     ).first()
 
 
+def covers(wider: str, scope: str) -> bool:
+    """Whether a run of scope ``wider`` checks every chain a run of ``scope`` checks."""
+    return wider in (ALL, scope) or scope.startswith(f"{wider}/")
+
+
+def open_failures(session: Session) -> list[HistoryVerification]:
+    """Failed runs that no later passing run of their scope, or of a wider one, has closed;
+    newest first. The table holds one row per scope an operator ever verified: a few."""
+    rows = list(session.scalars(select(HistoryVerification)))
+    passes = [(row.scope, row.passed_at) for row in rows if row.passed_at is not None]
+    failed = [
+        row
+        for row in rows
+        if not row.ok
+        and not any(covers(scope, row.scope) and at > row.verified_at for scope, at in passes)
+    ]
+    return sorted(failed, key=lambda row: row.verified_at, reverse=True)
+
+
 def status(session: Session) -> dict[str, object] | None:
-    """The last verification for the status page: when, what, the result (None: never run)."""
+    """The last verification for the status page: when, what, the result, and every failure
+    still open (None: never run)."""
     found = last(session)
     if found is None:
         return None
@@ -188,16 +224,35 @@ def status(session: Session) -> dict[str, object] | None:
         "entries": found.entries,
         "chains": found.chains,
         "finding": found.finding,
+        "open": [
+            {
+                "scope": row.scope,
+                "verified_at": row.verified_at,
+                "finding": row.finding,
+                "missing_key_id": row.missing_key_id,
+            }
+            for row in open_failures(session)
+        ],
     }
 
 
 def attention(found: dict[str, object] | None) -> list[dict[str, str]]:
-    """A critical item while the last verification failed (none when it passed or never ran)."""
-    if not found or found["ok"]:
-        return []
-    text = (
-        f"Delegation history failed verification ({found['scope']}): {found['finding']}. Someone "
-        "changed the database outside the service: find out who from its audit trail, then run "
+    """A critical item per failure still open (none when every scope passed or none ran)."""
+    failures = cast(list[dict[str, object]], found["open"]) if found else []
+    return [{"level": "critical", "text": _failure_text(failure)} for failure in failures]
+
+
+def _failure_text(failure: dict[str, object]) -> str:
+    scope, finding, missing = failure["scope"], failure["finding"], failure["missing_key_id"]
+    if missing:
+        return (
+            f"Delegation history could not be verified ({scope}): {finding}. The keyring that run "
+            f"used lacks key id {missing!r}: run 'delegation-vault delegations verify' with the "
+            "service's keyring settings (DV_KEYS or DV_KEYS_FILE), or put the entry of key id "
+            f"{missing!r} back into the keyring; no change to the history is implied."
+        )
+    return (
+        f"Delegation history failed verification ({scope}): {finding}. Someone changed the "
+        "database outside the service: find out who from its audit trail, then run "
         "'delegation-vault delegations verify' again."
     )
-    return [{"level": "critical", "text": text}]
