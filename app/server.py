@@ -37,11 +37,18 @@ class Server(BaseApplication):  # type: ignore[misc]
         self.settings = settings
         self.keyring = keyring
         self.options = options
+        self.started = False
         super().__init__()
 
     def load_config(self) -> None:
+        """gunicorn calls this at start and again on SIGHUP (``systemctl reload``), before it
+        forks the new workers: on SIGHUP the keyring is read again, so a key added to
+        DV_KEYS_FILE (or a new primary) is used with no restart and no request refused."""
         for name, value in self.options.items():
             self.cfg.set(name, value)
+        if self.started and self.keyring is not None:
+            self.keyring = _reloaded(self.settings, self.keyring)
+        self.started = True
 
     def load(self) -> Any:
         # Each worker builds its own app after the fork: no database connection is shared.
@@ -52,6 +59,15 @@ class Server(BaseApplication):  # type: ignore[misc]
         # The keyring comes unwrapped from before the fork: no worker asks the HSM or KMS.
         runtime = Runtime.build(self.settings, keyring=self.keyring)
         return ForwardedFor(create_app(runtime=runtime), self.options["forwarded_allow_ips"])
+
+
+def _reloaded(settings: Settings, current: Keyring) -> Keyring:
+    from vault.clock import utcnow
+    from vault.keyring import reload_keyring
+
+    reloaded = reload_keyring(settings, current, utcnow())
+    print(f"delegation-vault: {reloaded.message}", file=sys.stderr, flush=True)
+    return reloaded.keyring
 
 
 def _when_ready(arbiter: Any) -> None:
