@@ -10,6 +10,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from app.db import runtime, session
 from app.logs import note
+from app.proxy import FORWARDED_BY
 from vault import callbacks
 from vault.errors import PayloadTooLarge
 from vault.payloads import Kind
@@ -32,8 +33,9 @@ def _receive(slug: str, kind: Kind) -> tuple[dict[str, str], int]:
     # Headers is no Mapping to the type checker, but reads as one (case-insensitive get).
     headers = cast("Mapping[str, str]", request.headers)
     outcome = callbacks.accept(
-        runtime(), session(), slug, _body, headers, kind, request.remote_addr
-    )
+        runtime(), session(), slug, _body, headers, kind, request.remote_addr,
+        request.environ.get(FORWARDED_BY),
+    )  # fmt: skip
     return {"status": outcome.value}, 202
 
 

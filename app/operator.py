@@ -9,7 +9,7 @@ from flask import Blueprint, Response, jsonify, render_template, request, url_fo
 from app.auth import operator_caller
 from app.db import runtime, session
 from app.openapi import document
-from vault import attention, health, status
+from vault import attention, health, rejections, status
 from vault.clock import iso
 from vault.errors import InvalidRequest
 
@@ -65,6 +65,7 @@ def status_page() -> tuple[str, int, dict[str, str]]:
         default_action=attention.DEFAULT_ACTION,
         page_url=page_url,
         iso=iso,
+        sources_per_hour=rejections.SOURCES_PER_HOUR,
     )
     return html, 200, PAGE_HEADERS
 

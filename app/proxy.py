@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+FORWARDED_BY = "delegation_vault.forwarded_by"  # the WSGI environ key: the peer that told us
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
@@ -57,5 +58,8 @@ class ForwardedFor:
         if forwarded and self.trusted(environ.get("REMOTE_ADDR")):
             client = _address(forwarded.rsplit(",", 1)[-1])
             if client is not None:
+                # Any process that can connect from a trusted address may say this: the peer
+                # is kept beside it, so the status page shows who vouched for the address.
+                environ[FORWARDED_BY] = environ.get("REMOTE_ADDR")
                 environ["REMOTE_ADDR"] = str(client)
         return self.app(environ, start_response)

@@ -271,7 +271,8 @@ def test_rejected_callbacks_are_counted_by_reason_and_the_latest_listed_as_sent(
     assert {(r["app"], r["reason"]) for r in rejected["by_reason"]} == {
         ("zendesk", "signature_malformed"), ("(unknown)", "unknown_app"),
     }  # fmt: skip
-    latest = rejected["recent"][0]
+    assert rejected["recent_signed"] == []  # neither signature verified
+    latest = rejected["recent_unsigned"][0]
     assert (latest["slug"], latest["reason"], latest["remote"]) == (
         "no-such-app",
         "unknown_app",
@@ -279,7 +280,7 @@ def test_rejected_callbacks_are_counted_by_reason_and_the_latest_listed_as_sent(
     )
     assert latest["at"] == "2026-11-22T12:00:00Z"
     html = client.get("/status", headers=operator).get_data(as_text=True)
-    assert 'id="recent-rejections"' in html and "<code>no-such-app</code>" in html
+    assert 'id="recent-unsigned-rejections"' in html and "<code>no-such-app</code>" in html
 
 
 def test_only_the_latest_rejections_are_kept(runtime: Runtime) -> None:
@@ -288,7 +289,7 @@ def test_only_the_latest_rejections_are_kept(runtime: Runtime) -> None:
     for i in range(rejections.RECENT_KEPT + 5):
         rejections.record(runtime, f"slug-{i}\x07", "unknown_app", "10.0.0.1")
     with runtime.session() as session:
-        kept = rejections.recent(session, 1000)
+        kept = rejections.recent(session, 1000, signed=False)
     assert len(kept) == rejections.RECENT_KEPT
     assert kept[0].slug == f"slug-{rejections.RECENT_KEPT + 4}?"
 

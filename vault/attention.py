@@ -122,9 +122,17 @@ def _old_keys(s: Sections, _now: dt.datetime) -> list[Item]:
 def _rejections(s: Sections, _now: dt.datetime) -> list[Item]:
     if not s.rejections.total:
         return []
-    return [
-        Item("warning", f"{_count(s.rejections.total, 'callback')} rejected in the last 24 hours.")
-    ]
+    found = s.rejections
+    if not found.signed:
+        return [
+            Item("warning", f"{_count(found.total, 'callback')} rejected in the last 24 hours.")
+        ]
+    text = (
+        f"{_count(found.signed, 'signed callback')} refused and {found.unsigned:,} without a valid "
+        "signature in the last 24 hours. A signed callback comes from Seismic: see its reason "
+        "under Rejected callbacks (a clock off, a changed field, another app's id)."
+    )
+    return [Item("warning", text)]
 
 
 def _expiring_keys(s: Sections, now: dt.datetime) -> list[Item]:

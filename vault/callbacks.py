@@ -41,8 +41,10 @@ def accept(
     headers: Mapping[str, str],
     kind: Kind,
     remote: str | None,
+    peer: str | None = None,
 ) -> Outcome:
-    """Receive one callback and account for it: a rejection is logged, counted and re-raised."""
+    """Receive one callback and account for it: a rejection is logged, counted and re-raised.
+    ``peer`` is the trusted proxy that told ``remote`` (None when the client connected itself)."""
     try:
         outcome = receive(
             session, runtime.keyring, slug, body(), headers, kind, runtime.clock(), runtime.window
@@ -51,7 +53,8 @@ def accept(
         log.warning(
             "callback rejected", extra={"reason": exc.reason, "slug": slug[:64], "remote": remote}
         )
-        rejections.record(runtime, slug, exc.reason, remote)
+        signed = exc.error in rejections.SIGNED_ERRORS
+        rejections.record(runtime, slug, exc.reason, remote, signed=signed, peer=peer)
         metrics.CALLBACKS.labels(kind.value, exc.reason).inc()
         raise
     metrics.CALLBACKS.labels(kind.value, outcome.value).inc()

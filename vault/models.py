@@ -261,15 +261,31 @@ class TokenHealth(Base):
 
 
 class RecentRejection(Base):
-    """The last few rejected callbacks, one row each (slug as sent, cut and made printable)."""
+    """The last few rejected callbacks, one row each (slug as sent, cut and made printable), kept
+    apart by whether the signature verified: unsigned noise cannot push genuine ones out."""
 
     __tablename__ = "recent_rejections"
+    __table_args__ = (Index("ix_recent_rejections_signed", "signed", "id"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     at: Mapped[dt.datetime]
     slug: Mapped[str] = mapped_column(String(64))
     reason: Mapped[str] = mapped_column(String(32))
     remote: Mapped[str | None] = mapped_column(String(64))
+    signed: Mapped[bool] = mapped_column(default=False)  # the signature verified, then refused
+    peer: Mapped[str | None] = mapped_column(String(64))  # the proxy that told ``remote``
+
+
+class RejectionSource(Base):
+    """Rejected callbacks counted per hour, source (an address, an IPv6 /64) and whether signed;
+    at most ``rejections.SOURCES_PER_HOUR`` sources an hour, the rest as "(others)"."""
+
+    __tablename__ = "rejection_sources"
+
+    hour: Mapped[dt.datetime] = mapped_column(primary_key=True)
+    signed: Mapped[bool] = mapped_column(primary_key=True)
+    source: Mapped[str] = mapped_column(String(64), primary_key=True)
+    count: Mapped[int] = mapped_column(Integer, default=0)
 
 
 class Notification(Base):

@@ -43,7 +43,8 @@ PAGE_SIZE = 50
 FAILING_SHOWN = 50
 AFFECTED_SHOWN = 10
 REJECTIONS_SINCE = dt.timedelta(hours=24)
-RECENT_REJECTIONS = 20
+RECENT_REJECTIONS = 20  # of each kind: signed then refused, and unsigned
+REJECTION_SOURCES = 10
 FILTER_STATES = (*(s.value for s in State), "failing")
 
 
@@ -183,11 +184,17 @@ def _masked(keyring: Keyring, row: Delegation) -> str | None:
 
 
 def _rejections(session: Session, now: dt.datetime) -> Rejections:
-    counts = rejections.summary(session, now - REJECTIONS_SINCE)
+    since = now - REJECTIONS_SINCE
+    counts = rejections.summary(session, since)
+    signed, unsigned = rejections.totals(session, since)
     return Rejections(
         total=sum(count for _slug, _reason, count in counts),
+        signed=signed,
+        unsigned=unsigned,
         by_reason=tuple(rejections.Count(*row) for row in counts),
-        recent=tuple(rejections.recent(session, RECENT_REJECTIONS)),
+        by_source=tuple(rejections.by_source(session, since, REJECTION_SOURCES)),
+        recent_signed=tuple(rejections.recent(session, RECENT_REJECTIONS, signed=True)),
+        recent_unsigned=tuple(rejections.recent(session, RECENT_REJECTIONS, signed=False)),
     )
 
 

@@ -15,7 +15,7 @@ from vault import rotation
 from vault.cert_expiry import Expiring
 from vault.crypto import Keyring
 from vault.models import App, CachedToken, Delegation, ServiceKey, State, TokenHealth
-from vault.rejections import Count, Recent
+from vault.rejections import Count, Recent, SourceCount
 from vault.runtime import key_check_problem
 
 TOKENS_SHOWN = 50
@@ -126,8 +126,12 @@ class Blocked:
 @dataclasses.dataclass(frozen=True)
 class Rejections:
     total: int  # in the last 24 hours
+    signed: int  # of them, signed with the app's secret and then refused
+    unsigned: int  # of them, without a valid signature (anyone can send those)
     by_reason: tuple[Count, ...]
-    recent: tuple[Recent, ...]
+    by_source: tuple[SourceCount, ...]
+    recent_signed: tuple[Recent, ...]
+    recent_unsigned: tuple[Recent, ...]
 
 
 @dataclasses.dataclass(frozen=True)
