@@ -63,7 +63,12 @@ def delegations_history(slug: str, tenant: str, as_json: bool) -> None:
 @click.argument("slug", required=False)
 @click.argument("tenant", required=False)
 def delegations_verify(slug: str | None, tenant: str | None) -> None:
-    """Check the history's MAC chains; name the first entry altered, removed, inserted or reordered."""
+    """Check the history's MAC chains; name the first entry altered, removed, inserted or reordered.
+
+    Reads the service's keyring settings (DV_KEYS, DV_KEYS_FILE or the development key file): an
+    entry under a key id this keyring lacks is reported as such, and the status page keeps a
+    failure until a run of the same or a wider scope passes.
+    """
     with session_for() as (rt, session):
         result = verification.verify_and_record(session, rt.keyring, rt.clock(), slug, tenant)
     if result.finding:
