@@ -178,11 +178,23 @@ def record(session: Session, result: Verification, now: dt.datetime) -> None:
         if stored is None:
             stored = HistoryVerification(scope=result.scope)
             session.add(stored)
+        elif _milder(result, stored) and stored in open_failures(session):
+            return  # a run that lacked a key must not hide an open sign of tampering
         stored.verified_at, stored.ok = now, result.ok
         stored.entries, stored.chains = result.entries, result.chains
         stored.finding, stored.missing_key_id = result.finding, result.missing_key
         if result.ok:
             stored.passed_at = now
+
+
+def _milder(result: Verification, stored: HistoryVerification) -> bool:
+    """A failure for want of a key, where the stored one is a failure with every key present."""
+    return (
+        not result.ok
+        and result.missing_key is not None
+        and not stored.ok
+        and (stored.missing_key_id is None)
+    )
 
 
 def last(session: Session) -> HistoryVerification | None:

@@ -134,3 +134,13 @@ def test_a_passing_wide_run_is_remembered_when_a_later_wide_run_fails(
     assert verify().exit_code == 0  # closes the tenant's failure
     assert verify(keys=LACKING).exit_code == 1  # a new failure on all
     assert [f["scope"] for f in status()["history"]["open"]] == ["all"]
+
+
+def test_a_later_missing_key_run_does_not_replace_an_open_tampering_finding(
+    status: Callable[[], dict[str, Any]], verify: Verify, engine: Engine
+) -> None:
+    remove_entry(engine, 1, TENANT_ID)
+    assert verify().exit_code == 1
+    assert verify(keys=LACKING).exit_code == 1  # the same scope, a milder cause
+    (item,) = history_items(status())
+    assert "entry 1 was removed" in item["text"] and "outside the service" in item["text"]
