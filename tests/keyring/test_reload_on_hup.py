@@ -94,7 +94,11 @@ def test_sighup_picks_up_a_new_primary_key_with_no_request_refused(
         time.sleep(2)
         traffic.stopping.set()
         traffic.join(30)
+        # A callback with a new user evicts the tenant's tokens: one more fetch, to see its seal.
+        last = httpx.post(svc.url + TOKEN, timeout=30, headers=traffic.auth,
+                          json={"app": "zendesk", "tenant": "intdev2", "min_ttl": 3600})  # fmt: skip
         output = svc.output()
+    assert last.status_code == 200, last.text
     assert traffic.sent - sent_before > 20, "the loop kept going through the reload"
     assert set(traffic.statuses) == {"token 200", "callback 202"}, (traffic.statuses, output)
     engine = create_engine(database_url)
