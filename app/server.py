@@ -42,6 +42,10 @@ class Server(BaseApplication):  # type: ignore[misc]
     def load_config(self) -> None:
         for name, value in self.options.items():
             self.cfg.set(name, value)
+        # gunicorn 25 and later open a control socket under $HOME by default: nothing here uses
+        # it, and it would be one more writable place (the image's root filesystem is read-only).
+        if "control_socket_disable" in self.cfg.settings:
+            self.cfg.set("control_socket_disable", True)
 
     def load(self) -> Any:
         # Each worker builds its own app after the fork: no database connection is shared.
