@@ -146,3 +146,17 @@ def receiving() -> Iterator[Receiver]:
         receiver._httpd.shutdown()
         receiver._httpd.server_close()
         receiver._thread.join()
+
+
+def main() -> None:
+    """Serve in a process of its own until stopped, printing the endpoint on the first line (a
+    benchmark keeps the decoding out of the process it measures)."""
+    import signal
+
+    with receiving() as receiver:
+        print(receiver.endpoint, flush=True)
+        signal.sigwait({signal.SIGTERM, signal.SIGINT})
+
+
+if __name__ == "__main__":
+    main()
