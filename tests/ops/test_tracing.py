@@ -35,6 +35,7 @@ from tests.support.oauth_server import Reply
 from vault import migrate, tracing
 from vault.crypto import new_key_entry, parse_keyring
 from vault.db import make_engine
+from vault.errors import ConfigError
 from vault.runtime import Runtime, ensure_key_check
 from vault.settings import Settings
 
@@ -227,3 +228,14 @@ def test_with_tracing_off_no_request_imports_opentelemetry(tmp_path: Path) -> No
     answer = json.loads(ran.stdout.strip().splitlines()[-1])
     assert answer["status"].startswith("404")  # no delegation: refused by the view
     assert answer["otel"] == []
+
+
+def test_an_endpoint_without_the_exporter_installed_is_refused_with_what_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    endpoint = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318"}
+    tracing.check(endpoint)  # installed here: nothing to say
+    monkeypatch.setattr(tracing, "_installed", lambda module: module != "opentelemetry.sdk")
+    tracing.check({})  # off: the exporter is not needed
+    with pytest.raises(ConfigError, match=r"pip install 'delegation-vault\[otel\]'"):
+        tracing.check(endpoint)
