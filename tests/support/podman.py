@@ -102,7 +102,7 @@ class Podman:
         before = self.image_id(tag)
         started = time.monotonic()
         self.run(
-            "build", "--layers=false", "--format", "docker", "--network", "host",
+            "build", "--layers=false", "--force-rm", "--format", "docker", "--network", "host",
             "--build-arg", f"BASE={base}", "-v", f"{CA_BUNDLE}:{CA_BUNDLE}:ro",
             "-t", tag, "-f", str(containerfile), str(context),
         )  # fmt: skip
