@@ -196,3 +196,12 @@ def test_the_build_context_carries_no_virtual_environment_or_instance_data() -> 
         "!vault/",
     }
     assert {"**/instance", "**/*.db", "**/*.key"} <= set(rules)
+
+
+def test_the_service_starts_with_a_read_only_root_and_no_write_refused(
+    containers: Podman, running: Running
+) -> None:
+    logs = containers.run("logs", running.name)
+    output = logs.stdout + logs.stderr
+    assert "listening on" in output
+    assert "Read-only file system" not in output and "[ERROR]" not in output, output
