@@ -19,8 +19,8 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     # Prometheus' multi-process directory before anything imports the metrics.
     from flask import Flask
 
-    from app import bodies, callbacks, db, errors, hits, internal, logs, operator
-    from vault import notify
+    from app import bodies, callbacks, db, errors, hits, internal, logs, operator, traces
+    from vault import notify, tracing
     from vault.runtime import Runtime
     from vault.settings import Settings
 
@@ -36,8 +36,11 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.register_blueprint(callbacks.bp, url_prefix="/api/v1/applications")
     app.register_blueprint(internal.bp, url_prefix="/internal/v1")
     app.register_blueprint(operator.bp)
-    # Inside out: cached-token hits, then the request id and access line, then body framing.
+    # Inside out: cached-token hits, the server span (tracing on only), then the request id and
+    # access line, then body framing.
     app.wsgi_app = hits.CachedTokenHits(app.wsgi_app, runtime, MAX_BODY)  # type: ignore[method-assign]
+    if tracing.active():
+        app.wsgi_app = traces.ServerSpans(app.wsgi_app)  # type: ignore[method-assign]
     logs.init_app(app, runtime.settings)
     app.wsgi_app = bodies.BodyLimit(app.wsgi_app, MAX_BODY)  # type: ignore[method-assign]
     notify.start(runtime)  # sends DV_NOTIFY_URL's events from a background thread, if set

@@ -175,6 +175,13 @@ def note(**fields: object) -> None:
         access.fields.update(fields)
 
 
+def noted_route() -> str | None:
+    """The route template noted so far for this request's access line, if any."""
+    access = _current.get()
+    route = access.fields.get("route") if access is not None else None
+    return route if isinstance(route, str) else None
+
+
 class AccessLog:
     """WSGI middleware: the request id (the caller's if it is safe, else a new one) and one
     access line per request, read from the environ and the status, with no Flask context."""

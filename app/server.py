@@ -24,6 +24,20 @@ def _metrics_dir() -> None:
     atexit.register(shutil.rmtree, path, ignore_errors=True)
 
 
+def _post_fork(_server: Any, _worker: Any) -> None:
+    """Traces, when an OTLP endpoint is set: one tracer provider and export thread per worker."""
+    from vault import tracing
+
+    tracing.start()
+
+
+def _worker_exit(_server: Any, _worker: Any) -> None:
+    """The worker's waiting spans exported before it goes."""
+    from vault import tracing
+
+    tracing.stop()
+
+
 def _child_exit(_server: Any, worker: Any) -> None:
     from prometheus_client import multiprocess
 
@@ -46,6 +60,10 @@ class Server(BaseApplication):  # type: ignore[misc]
         DV_KEYS_FILE (or a new primary) is used with no restart and no request refused."""
         for name, value in self.options.items():
             self.cfg.set(name, value)
+        # gunicorn 25 and later open a control socket under $HOME by default: nothing here uses
+        # it, and it would be one more writable place (the image's root filesystem is read-only).
+        if "control_socket_disable" in self.cfg.settings:
+            self.cfg.set("control_socket_disable", True)
         if self.started and self.keyring is not None:
             self.keyring = _reloaded(self.settings, self.keyring)
         self.started = True
@@ -92,6 +110,8 @@ def run(
         "errorlog": "-",
         "loglevel": "warning",
         "child_exit": _child_exit,
+        "post_fork": _post_fork,
+        "worker_exit": _worker_exit,
         "when_ready": _when_ready,
         "proc_name": "delegation-vault",
         "forwarded_allow_ips": os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1"),

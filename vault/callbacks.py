@@ -11,7 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from vault import apps, chain, metrics, rejections, signatures
+from vault import apps, chain, metrics, rejections, signatures, tracing
 from vault.crypto import Keyring
 from vault.db import reading, writing
 from vault.delegations import delegated_user, evict_tokens
@@ -45,6 +45,22 @@ def accept(
 ) -> Outcome:
     """Receive one callback and account for it: a rejection is logged, counted and re-raised.
     ``peer`` is the trusted proxy that told ``remote`` (None when the client connected itself)."""
+    with tracing.callback(slug[:64], kind.value) as span:
+        outcome = _accounted(runtime, session, slug, body, headers, kind, remote, peer)
+        span.set_attribute("dv.callback.outcome", outcome.value)
+    return outcome
+
+
+def _accounted(
+    runtime: Runtime,
+    session: Session,
+    slug: str,
+    body: Callable[[], bytes],
+    headers: Mapping[str, str],
+    kind: Kind,
+    remote: str | None,
+    peer: str | None,
+) -> Outcome:
     try:
         outcome = receive(
             session, runtime.keyring, slug, body(), headers, kind, runtime.clock(), runtime.window

@@ -34,7 +34,7 @@ from urllib.parse import quote
 
 import httpx
 
-from vault import metrics
+from vault import metrics, tracing
 from vault.apps import validate_token_url
 from vault.client_auth import AUTH_METHODS, CERTIFICATE_METHODS, Credential, tls_context
 from vault.errors import OperationalError, UpstreamRejected, UpstreamUnavailable
@@ -168,7 +168,10 @@ class Upstream:
         attempts = self.settings.upstream_max_attempts
         for attempt in range(1, attempts + 1):
             try:
-                return self._once(request, secret, default_ttl, deadline)
+                with tracing.token_call(host(request), attempt) as span:
+                    token = self._once(request, secret, default_ttl, deadline)
+                    span.set_attribute("http.response.status_code", 200)  # the only success
+                return token
             except Transient as exc:
                 metrics.UPSTREAM_ERRORS.labels(host(request), exc.code).inc()
                 pause = self._pause(attempt, exc.retry_after) if attempt < attempts else 0.0

@@ -7,7 +7,7 @@ import os
 import click
 
 from app.cli.common import note, open_runtime
-from vault import keyring_gaps
+from vault import keyring_gaps, tracing
 from vault.errors import KeyringError
 from vault.runtime import Runtime
 from vault.settings import Settings
@@ -27,6 +27,7 @@ def serve(bind: str | None, workers: int | None, threads: int) -> None:
     from app import server
 
     settings = Settings.from_env()
+    tracing.check()  # an OTLP endpoint without the exporter installed: say so before the fork
     runtime = open_runtime(settings)  # refuse early: no key, old schema, wrong keyring
     try:
         _check_key_ids(runtime)

@@ -1,6 +1,6 @@
 """Where a cached token request's time goes, without HTTP: the WSGI apps called directly.
 
-    python -m tests.perf.hotpath [--calls 4000] [--threads 1] [--profile]
+    python -m tests.perf.hotpath [--calls 4000] [--threads 1] [--profile] [--tracing]
 
 Times the floor and the service on the cached-token path (SQLite, one tenant): the hit as the
 service answers it (beneath Flask, app/hits.py) and the same hit through the Flask view; then
@@ -8,7 +8,9 @@ switches parts of the service off one after another and prints what each saved (
 the switches are monkeypatches in this process, never in the product). ``--profile`` prints cProfile's
 top functions by cumulative time instead. ``--threads 8`` calls from 8 threads at once and
 reports CPU time per call: the cost of contention for the interpreter lock, which one thread never
-meets. Medians of 7 batches; nothing here is asserted.
+meets. ``--tracing`` turns OpenTelemetry tracing on (exporting to a loopback OTLP receiver) before
+the app is built: every figure then includes a server span per call. Medians of 7 batches;
+nothing here is asserted.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import logging
 import os
 import pstats
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -55,6 +58,29 @@ def cached_service() -> Iterator[tuple[App, dict[str, Any], bytes]]:
         if not call(app, environ, body).startswith("200"):  # fills both cache levels
             raise RuntimeError("the service did not issue a token")
         yield app, environ, body
+
+
+@contextmanager
+def traced() -> Iterator[None]:
+    """Tracing on in this process, its spans exported to a loopback OTLP receiver running in a
+    process of its own (decoding them is a collector's work, not the service's)."""
+    from vault import tracing
+
+    receiver = subprocess.Popen(
+        [sys.executable, "-m", "tests.support.otlp"], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert receiver.stdout is not None
+        os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"] = receiver.stdout.readline().strip()
+        if not tracing.start():
+            raise RuntimeError("tracing did not start")
+        try:
+            yield
+        finally:
+            tracing.stop()
+    finally:
+        receiver.terminate()
+        receiver.wait(10)
 
 
 @contextmanager
@@ -143,33 +169,40 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--threads", type=int, default=1, help="callers at once (above 1: CPU time per call)"
     )
+    parser.add_argument("--tracing", action="store_true", help="OpenTelemetry tracing on")
     args = parser.parse_args(argv)
-    n = args.threads
     from tests.perf.floor import app as floor
 
-    with cached_service() as (app, environ, body):
-        if args.profile:
-            profile = cProfile.Profile()
-            profile.runcall(lambda: [call(app, environ, body) for _ in range(args.calls)])
-            pstats.Stats(profile).sort_stats("cumulative").print_stats(40)
-            return 0
+    with contextlib.ExitStack() as stack:
+        if args.tracing:
+            stack.enter_context(traced())
+        return measure(args, floor, stack.enter_context(cached_service()))
+
+
+def measure(
+    args: argparse.Namespace, floor: App, service: tuple[App, dict[str, Any], bytes]
+) -> int:
+    """Print the figures of the module's docstring for ``service``."""
+    n = args.threads
+    app, environ, body = service
+    if args.profile:
+        profile = cProfile.Profile()
+        profile.runcall(lambda: [call(app, environ, body) for _ in range(args.calls)])
+        pstats.Stats(profile).sort_stats("cumulative").print_stats(40)
+        return 0
+    print(json.dumps({"threads": n, "floor_us": per_call_us(floor, environ, body, args.calls, n)}))
+    # A query string is never answered beneath Flask: the same hit, through the view.
+    via_view = {**environ, "QUERY_STRING": "via=view"}
+    print(json.dumps({"service_via_view_us": per_call_us(app, via_view, body, args.calls, n)}))
+    before = per_call_us(app, environ, body, args.calls, n)
+    print(json.dumps({"service_us": before}))
+    for name, switch_off in switches(app):
+        switch_off()
+        after = per_call_us(app, environ, body, args.calls, n)
         print(
-            json.dumps({"threads": n, "floor_us": per_call_us(floor, environ, body, args.calls, n)})
+            json.dumps({"without": name, "service_us": after, "saved_us": round(before - after, 1)})
         )
-        # A query string is never answered beneath Flask: the same hit, through the view.
-        via_view = {**environ, "QUERY_STRING": "via=view"}
-        print(json.dumps({"service_via_view_us": per_call_us(app, via_view, body, args.calls, n)}))
-        before = per_call_us(app, environ, body, args.calls, n)
-        print(json.dumps({"service_us": before}))
-        for name, switch_off in switches(app):
-            switch_off()
-            after = per_call_us(app, environ, body, args.calls, n)
-            print(
-                json.dumps(
-                    {"without": name, "service_us": after, "saved_us": round(before - after, 1)}
-                )
-            )
-            before = after
+        before = after
     return 0
 
 
