@@ -1,0 +1,47 @@
+"""Removing an app ends every grant to it: a key limited to the app never opens an app added
+later under the same slug, and a key limited to it and another keeps the other."""
+
+from __future__ import annotations
+
+from flask.testing import FlaskClient
+from werkzeug.test import TestResponse
+
+from tests.builders import create_key, register_app
+from tests.support.oauth_server import TokenServer
+from tests.token_fixtures import TOKEN
+from vault import apps
+from vault.runtime import Runtime
+
+
+def ask(client: FlaskClient, key: str, app: str = "zendesk") -> TestResponse:
+    return client.post(TOKEN, json={"app": app, "tenant": "intdev2"}, headers={"Authorization": f"Bearer {key}"})
+
+
+def test_a_key_limited_to_a_removed_app_does_not_open_an_app_added_under_its_slug(
+    runtime: Runtime, client: FlaskClient, oauth: TokenServer
+) -> None:
+    register_app(runtime, "zendesk", token_url=oauth.url, grant="client_credentials")
+    limited = create_key(runtime, "svc", apps=["zendesk"])
+    first = ask(client, limited)
+    assert first.status_code == 200, first.json
+    with runtime.session() as session:
+        apps.remove_app(session, "zendesk")
+    register_app(runtime, "zendesk", token_url=oauth.url, grant="client_credentials")
+
+    reply = ask(client, limited)
+
+    assert (reply.status_code, reply.json["error"]) == (403, "forbidden")
+
+
+def test_a_key_limited_to_two_apps_keeps_the_one_not_removed(
+    runtime: Runtime, client: FlaskClient, oauth: TokenServer
+) -> None:
+    for slug in ("zendesk", "jira"):
+        register_app(runtime, slug, token_url=oauth.url, grant="client_credentials")
+    both = create_key(runtime, "svc", apps=["zendesk", "jira"])
+    with runtime.session() as session:
+        apps.remove_app(session, "zendesk")
+    register_app(runtime, "zendesk", token_url=oauth.url, grant="client_credentials")
+
+    assert ask(client, both, app="zendesk").status_code == 403
+    assert ask(client, both, app="jira").status_code == 200
