@@ -14,7 +14,9 @@ from vault.runtime import Runtime
 
 
 def ask(client: FlaskClient, key: str, app: str = "zendesk") -> TestResponse:
-    return client.post(TOKEN, json={"app": app, "tenant": "intdev2"}, headers={"Authorization": f"Bearer {key}"})
+    return client.post(
+        TOKEN, json={"app": app, "tenant": "intdev2"}, headers={"Authorization": f"Bearer {key}"}
+    )
 
 
 def test_a_key_limited_to_a_removed_app_does_not_open_an_app_added_under_its_slug(
