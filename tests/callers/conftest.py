@@ -7,9 +7,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import Engine
 
 from tests.support import oidc
 from tests.support.clock import FrozenClock
+from vault.db import make_engine
 
 
 @pytest.fixture(scope="session")
@@ -24,3 +26,11 @@ def issuer(oidc_folder: Path, clock: FrozenClock) -> Iterator[oidc.Issuer]:
     clock.set(dt.datetime.now(dt.UTC).replace(microsecond=0))
     with oidc.running(oidc_folder, ["billing", "reports"]) as running:
         yield running
+
+
+@pytest.fixture
+def other_process(database_url: str) -> Iterator[Engine]:
+    """A second engine on the same database: what another worker or instance commits through."""
+    engine = make_engine(database_url)
+    yield engine
+    engine.dispose()

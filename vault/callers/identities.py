@@ -70,10 +70,8 @@ def add_identity(
 
 def list_identities(session: Session) -> list[tuple[Identity, str]]:
     """Every identity with its issuer's name."""
-    rows = session.execute(
-        select(Identity, Issuer.name).join(Issuer).order_by(Identity.name)
-    ).tuples()
-    return list(rows)
+    rows = session.execute(select(Identity, Issuer.name).join(Issuer).order_by(Identity.name))
+    return [(identity, issuer) for identity, issuer in rows]
 
 
 def remove_identity(session: Session, name: str) -> None:
