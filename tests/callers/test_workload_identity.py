@@ -12,12 +12,14 @@ from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
 from tests.builders import register_app
-from tests.support import oidc
+from tests.support import oidc, tls
 from tests.support.access_lines import captured
 from tests.support.clock import FrozenClock
 from tests.support.oauth_server import TokenServer
 from tests.support.ports import free_port
 from tests.token_fixtures import TOKEN
+from vault.callers import issuers
+from vault.db import writing
 from vault.runtime import Runtime
 
 pytestmark = pytest.mark.usefixtures("delegated")
@@ -217,3 +219,20 @@ def test_unknown_key_ids_fetch_the_key_set_at_most_once_a_minute(
 
     assert codes == [401] * 5
     assert issuer.jwks_hits() == 2
+
+
+@pytest.mark.parametrize("with_ca", [True, False], ids=["its CA", "no CA"])
+def test_a_key_set_behind_a_private_ca_is_fetched_with_the_issuers_ca_file(
+    with_ca: bool, runtime: Runtime, client: FlaskClient, issuer: oidc.Issuer, tmp_path: Path
+) -> None:
+    certificates = tls.make(tmp_path)
+    ca_pem = certificates.ca_file.read_text() if with_ca else None
+    with oidc.key_set_over_tls(issuer, certificates.server_context()) as jwks_url:
+        with runtime.session() as session, writing(session):
+            issuers.add_issuer(session, "corp", issuer.url, runtime.clock(), jwks_url=jwks_url,
+                               ca_pem=ca_pem, allow_http=True)  # fmt: skip
+        oidc.identify(runtime, "billing", "billing")
+
+        reply = ask(client, issuer.token("billing"))
+
+    assert reply.status_code == (200 if with_ca else 401)
