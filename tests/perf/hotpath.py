@@ -31,22 +31,27 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from joserfc import jwt
+
 from tests import builders
 from tests.perf import bench
-from tests.support import oauth_server
+from tests.support import oauth_server, oidc
 from vault.crypto import new_key_entry
+from vault.runtime import Runtime
 
 App = Callable[[dict[str, Any], Callable[..., Any]], Any]
 
 
 @contextmanager
-def cached_service() -> Iterator[tuple[App, dict[str, Any], bytes]]:
-    """The service app with one tenant's token cached, and the request to replay."""
+def cached_service() -> Iterator[tuple[App, dict[str, Any], bytes, dict[str, Any]]]:
+    """The service app with one tenant's token cached, the request to replay, and the same
+    request made with a workload identity's JWT instead of the key."""
     workdir = Path(tempfile.mkdtemp(prefix="dv-hotpath-"))
-    with seeded(workdir, tenants=1) as key:
+    with workload_jwt() as (trust_issuer, jwt), seeded(workdir, 1, setup=trust_issuer) as key:
         from app import create_app
 
         environ, body = token_request(key, {"app": "zendesk", "tenant": "tenant0"})
+        jwt_environ = {**environ, "HTTP_AUTHORIZATION": f"Bearer {jwt}"}
         # Log lines are formatted and written as in production, to /dev/null rather than a terminal
         # (the handler keeps the stream it was built with, so the sink stays open for the run).
         sink = open(os.devnull, "w")  # noqa: SIM115
@@ -54,15 +59,41 @@ def cached_service() -> Iterator[tuple[App, dict[str, Any], bytes]]:
             app = create_app()
         if not call(app, environ, body).startswith("200"):  # fills both cache levels
             raise RuntimeError("the service did not issue a token")
-        yield app, environ, body
+        if not call(app, jwt_environ, body).startswith("200"):  # verifies the JWT once
+            raise RuntimeError("the service refused the workload's JWT")
+        yield app, environ, body, jwt_environ
+
+
+@contextmanager
+def workload_jwt() -> Iterator[tuple[Callable[[Runtime], None], str]]:
+    """An issuer's key set on loopback, what trusts it (with an identity for subject "hot"),
+    and a JWT it signed. The hit's cost is the subject here, not the issuer: a key set served
+    by a plain loopback server stands in for an identity provider."""
+    key = oidc.signing_key("bench-1")
+    document = json.dumps({"keys": [key.as_dict(private=False)]}).encode()
+    with oidc.serving_key_set(document) as jwks_url:
+        issuer_url = jwks_url.removesuffix("/jwks")
+
+        def trust(rt: Runtime) -> None:
+            oidc.trust(rt, issuer_url, name="bench", jwks_url=jwks_url)
+            oidc.identify(rt, "hot-jwt", "hot", issuer="bench")
+
+        now = int(time.time())
+        claims = {"iss": issuer_url, "sub": "hot", "aud": "delegation-vault",
+                  "iat": now, "exp": now + 3600}  # fmt: skip
+        yield trust, jwt.encode({"alg": "RS256", "kid": "bench-1"}, claims, key)
 
 
 @contextmanager
 def seeded(
-    workdir: Path, tenants: int, oauth: oauth_server.TokenServer | None = None
+    workdir: Path,
+    tenants: int,
+    oauth: oauth_server.TokenServer | None = None,
+    setup: Callable[[Runtime], None] | None = None,
 ) -> Iterator[str]:
     """A SQLite database with an app, ``tenants`` delegations and a service key (yielded), and
-    the environment that serves it; the app's token endpoint is ``oauth`` or one of its own."""
+    the environment that serves it; the app's token endpoint is ``oauth`` or one of its own;
+    ``setup`` adds what else a benchmark needs."""
     with contextlib.ExitStack() as stack:
         dbs = stack.enter_context(bench.databases({"sqlite"}, workdir))
         oauth = oauth or stack.enter_context(oauth_server.serving())
@@ -71,6 +102,8 @@ def seeded(
         builders.register_app(rt, token_url=oauth.url)
         key = builders.create_key(rt, "hot")
         bench.seed_delegations(rt, tenants)
+        if setup is not None:
+            setup(rt)
         rt.close()
         os.environ.update(bench.service_env(db, keys, workdir))
         yield key
@@ -147,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     n = args.threads
     from tests.perf.floor import app as floor
 
-    with cached_service() as (app, environ, body):
+    with cached_service() as (app, environ, body, jwt_environ):
         if args.profile:
             profile = cProfile.Profile()
             profile.runcall(lambda: [call(app, environ, body) for _ in range(args.calls)])
@@ -161,6 +194,22 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({"service_via_view_us": per_call_us(app, via_view, body, args.calls, n)}))
         before = per_call_us(app, environ, body, args.calls, n)
         print(json.dumps({"service_us": before}))
+        # The same hit with a workload identity's JWT: verified once, then remembered by the
+        # token's SHA-256 until it expires. Key and JWT alternate, three rounds each, so a busy
+        # machine's drift falls on both; the ratio is of the medians.
+        key_us, jwt_us = [], []
+        for _ in range(3):
+            key_us.append(per_call_us(app, environ, body, args.calls, n))
+            jwt_us.append(per_call_us(app, jwt_environ, body, args.calls, n))
+        key_hit, jwt_hit = statistics.median(key_us), statistics.median(jwt_us)
+        print(json.dumps({"key_hit_us": key_hit, "jwt_hit_us": jwt_hit,
+                          "jwt_over_key": round(jwt_hit / key_hit, 3)}))  # fmt: skip
+        # As a measurement only, in this process: the JWT verified on every call (no memory).
+        workloads = app.extensions["vault"].workloads
+        workloads.recall = lambda *_: None
+        each = per_call_us(app, jwt_environ, body, max(args.calls // 4, 1), n)
+        print(json.dumps({"jwt_verified_each_call_us": each, "over_key": round(each / key_hit, 3)}))
+        del workloads.recall
         for name, switch_off in switches(app):
             switch_off()
             after = per_call_us(app, environ, body, args.calls, n)

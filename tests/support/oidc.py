@@ -201,7 +201,13 @@ def _b64(raw: bytes) -> str:
 @contextlib.contextmanager
 def key_set_over_tls(issuer: Issuer, context: ssl.SSLContext) -> Iterator[str]:
     """The issuer's key set, copied now, served over TLS on loopback; yields its URL."""
-    document = httpx.get(f"{issuer.url}/jwks").content
+    with serving_key_set(httpx.get(f"{issuer.url}/jwks").content, context) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def serving_key_set(document: bytes, context: ssl.SSLContext | None = None) -> Iterator[str]:
+    """A key set document served on loopback (over TLS with ``context``); yields its URL."""
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
@@ -215,11 +221,13 @@ def key_set_over_tls(issuer: Issuer, context: ssl.SSLContext) -> Iterator[str]:
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.socket = context.wrap_socket(server.socket, server_side=True)
+    if context is not None:
+        server.socket = context.wrap_socket(server.socket, server_side=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
+    scheme = "https" if context is not None else "http"
     try:
-        yield f"https://127.0.0.1:{server.server_address[1]}/jwks"
+        yield f"{scheme}://127.0.0.1:{server.server_address[1]}/jwks"
     finally:
         server.shutdown()
         server.server_close()
