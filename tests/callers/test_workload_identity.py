@@ -205,6 +205,25 @@ def test_a_new_signing_key_at_the_issuer_is_fetched_once(
 
 
 @pytest.mark.usefixtures("billing")
+def test_a_key_the_issuer_withdrew_stops_verifying_once_the_key_set_is_an_hour_old(
+    client: FlaskClient, issuer: oidc.Issuer, clock: FrozenClock
+) -> None:
+    assert ask(client, issuer.token("billing")).status_code == 200
+    withdrawn = issuer.withdraw_old_keys()
+    signed_with_withdrawn = oidc.resigned(issuer.token("billing"), withdrawn)
+    assert ask(client, signed_with_withdrawn).status_code == 200  # the set held is recent
+    clock.advance(3600)
+
+    reply, logged = refused(client, oidc.resigned(issuer.token("billing"), withdrawn, later=3600))
+
+    assert reply.status_code == 401 and logged == ("jwt_kid_unknown", "corp")
+    assert (
+        ask(client, oidc.resigned(issuer.token("billing"), issuer.key, later=3600)).status_code
+        == 200
+    )
+
+
+@pytest.mark.usefixtures("billing")
 def test_unknown_key_ids_fetch_the_key_set_at_most_once_a_minute(
     client: FlaskClient, issuer: oidc.Issuer, clock: FrozenClock
 ) -> None:

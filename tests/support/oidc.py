@@ -110,6 +110,14 @@ class Issuer:
         self.start()
         return str(self.key.kid)
 
+    def withdraw_old_keys(self) -> RSAKey:
+        """Publish and sign with a new key only; returns the withdrawn signing key."""
+        self.stop()
+        withdrawn = self.key
+        self.keys = [signing_key(f"key-{len(self.keys) + 1}")]
+        self.start()
+        return withdrawn
+
     def token(self, client: str, audience: str = "delegation-vault") -> str:
         """An access token for ``client``: a JWT whose sub is the client id."""
         reply = httpx.post(
@@ -164,9 +172,14 @@ def parts(token: str) -> tuple[dict[str, object], dict[str, object]]:
     return _decode(head), _decode(body)
 
 
-def resigned(token: str, key: RSAKey) -> str:
-    """The token's claims signed with ``key``, under its kid."""
+def resigned(token: str, key: RSAKey, later: int = 0) -> str:
+    """The token's claims signed with ``key``, under its kid; with ``later``, its times moved
+    that many seconds on."""
     original, claims = parts(token)
+    for name in ("iat", "nbf", "exp"):
+        value = claims.get(name)
+        if isinstance(value, int):
+            claims[name] = value + later
     return jwt.encode({"alg": "RS256", "typ": original.get("typ"), "kid": key.kid}, claims, key)
 
 

@@ -20,6 +20,7 @@ from vault.apps import LOOPBACK_HOSTS
 from vault.errors import BadValue
 
 REFRESH_EVERY = dt.timedelta(minutes=1)  # between two fetches of one issuer's key set
+MAX_AGE = dt.timedelta(hours=1)  # a key set held longer is fetched again on its next use
 FETCH_TIMEOUT = 5.0
 MAX_DOCUMENT = 256 * 1024  # a discovery document or key set larger than this is refused
 # The algorithm each kind of public key signs with when its JWK names none. Only asymmetric
@@ -156,28 +157,42 @@ class IssuerKeys:
         self.keys: dict[str, tuple[Key, str]] = {}
         self.error: str | None = None
         self._attempted: dt.datetime | None = None  # the last fetch, by the runtime's clock
+        self._fetched: dt.datetime | None = None  # the last fetch that succeeded
         self._fetching = threading.Lock()
 
     def key(
         self, kid: str, now: dt.datetime, fetch_keys: Callable[[Source], dict[str, tuple[Key, str]]]
     ) -> tuple[tuple[Key, str] | None, Fetched | None]:
         """(The key for ``kid`` or None, what a fetch made now found or None if none was made).
+
         An unknown kid fetches the set again unless it was fetched less than a minute ago: a
-        caller's made-up key ids cost the issuer one request a minute, not one each."""
+        caller's made-up key ids cost the issuer one request a minute, not one each. A set older
+        than ``MAX_AGE`` is fetched again too, so a key the issuer withdrew stops verifying; the
+        requests that meet it while another fetches use the keys held rather than wait.
+        """
         found = self.keys.get(kid)
-        if found is not None:
+        if found is not None and not self._old(now):
             return found, None
-        with self._fetching:
+        if not self._fetching.acquire(blocking=found is None):
+            return found, None
+        try:
             found = self.keys.get(kid)  # another request's fetch may have brought it
             last = self._attempted
-            if found is not None or (last is not None and abs(now - last) < REFRESH_EVERY):
+            if (found is not None and not self._old(now)) or (
+                last is not None and abs(now - last) < REFRESH_EVERY
+            ):
                 return found, None
             self._attempted = now
             try:
-                self.keys, self.error = fetch_keys(self.source), None
+                self.keys, self.error, self._fetched = fetch_keys(self.source), None, now
             except FetchFailed as exc:  # the keys already held stay: they were the issuer's
                 self.error = str(exc)
             return self.keys.get(kid), Fetched(dict(self.keys), self.error)
+        finally:
+            self._fetching.release()
+
+    def _old(self, now: dt.datetime) -> bool:
+        return self._fetched is None or abs(now - self._fetched) >= MAX_AGE
 
 
 class KeySets:
