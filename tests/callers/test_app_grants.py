@@ -3,13 +3,18 @@ later under the same slug, and a key limited to it and another keeps the other."
 
 from __future__ import annotations
 
+import pytest
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
 from tests.builders import create_key, register_app
+from tests.support import oidc
 from tests.support.oauth_server import TokenServer
 from tests.token_fixtures import TOKEN
 from vault import apps
+from vault.callers import identities, issuers
+from vault.errors import Forbidden
+from vault.keys import Caller
 from vault.runtime import Runtime
 
 
@@ -47,3 +52,22 @@ def test_a_key_limited_to_two_apps_keeps_the_one_not_removed(
 
     assert ask(client, both, app="zendesk").status_code == 403
     assert ask(client, both, app="jira").status_code == 200
+
+
+def test_an_identity_limited_to_a_removed_app_is_not_allowed_an_app_added_under_its_slug(
+    runtime: Runtime, oauth: TokenServer
+) -> None:
+    register_app(runtime, "zendesk", token_url=oauth.url, grant="client_credentials")
+    oidc.trust(runtime, "https://issuer.example")
+    oidc.identify(runtime, "billing", "billing", apps=("zendesk",))
+    with runtime.session() as session:
+        apps.remove_app(session, "zendesk")
+    register_app(runtime, "zendesk", token_url=oauth.url, grant="client_credentials")
+
+    with runtime.session() as session:
+        (issuer,) = issuers.trusted_by_url(session).values()
+        stored = identities.stored(session, issuer.id, "billing")
+
+    assert stored is not None and stored.apps != ("zendesk",)
+    with pytest.raises(Forbidden):
+        Caller(stored.name, stored.role, stored.apps, stored.tenants).require_app("zendesk")

@@ -8,7 +8,8 @@ switches parts of the service off one after another and prints what each saved (
 the switches are monkeypatches in this process, never in the product). ``--profile`` prints cProfile's
 top functions by cumulative time instead. ``--threads 8`` calls from 8 threads at once and
 reports CPU time per call: the cost of contention for the interpreter lock, which one thread never
-meets. Medians of 7 batches; nothing here is asserted.
+meets. The same hit with a workload identity's JWT is compared with the key's, in CPU time.
+Medians of 7 batches; nothing here is asserted.
 """
 
 from __future__ import annotations
