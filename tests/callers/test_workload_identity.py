@@ -140,6 +140,19 @@ def test_a_forged_or_mismatched_token_answers_as_an_unknown_key(
 
 
 @pytest.mark.usefixtures("billing")
+@pytest.mark.parametrize(
+    "shape",
+    ["a.b.c", "e30.e30.", "W10.W10.x", f"{'W1tb' * 1500}.{'W1tb' * 1500}.x"],
+    ids=["not base64 JSON", "empty objects", "arrays", "arrays nested 4500 deep"],
+)
+def test_a_malformed_jwt_answers_as_an_unknown_key(shape: str, client: FlaskClient) -> None:
+    reply, logged = refused(client, shape)
+
+    assert (reply.status_code, reply.json) == unknown_key(client)[:2]
+    assert logged[0] in ("jwt_malformed", "issuer_unknown")
+
+
+@pytest.mark.usefixtures("billing")
 def test_an_expired_token_answers_as_an_unknown_key_even_once_verified(
     client: FlaskClient, issuer: oidc.Issuer, clock: FrozenClock
 ) -> None:

@@ -130,7 +130,7 @@ def _verify(
         raise IdentityRefused("jwt_alg_refused", issuer.name)
     try:
         claims = jwt.decode(token, key, algorithms=[alg]).claims
-    except (JoseError, ValueError, TypeError):
+    except (JoseError, ValueError, TypeError, RecursionError):
         raise IdentityRefused("jwt_signature_invalid", issuer.name) from None
     return Verified(issuer, *_check_claims(claims, issuer, now))
 
@@ -140,7 +140,8 @@ def _unverified(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
     try:
         head, body, _signature = token.split(".")
         header, claims = json.loads(_b64(head)), json.loads(_b64(body))
-    except (ValueError, binascii.Error, UnicodeDecodeError):
+    except (ValueError, binascii.Error, UnicodeDecodeError, RecursionError):
+        # RecursionError: JSON nested deeper than the interpreter's stack (a caller's choice).
         raise IdentityRefused("jwt_malformed") from None
     if not isinstance(header, dict) or not isinstance(claims, dict):
         raise IdentityRefused("jwt_malformed")
