@@ -16,6 +16,7 @@ import dataclasses
 import datetime as dt
 import hashlib
 import json
+import math
 import threading
 from collections.abc import Mapping
 from typing import Any
@@ -32,6 +33,7 @@ from vault.keys import PREFIX, Caller
 
 LEEWAY = 60  # seconds of clock skew allowed on exp, nbf and iat
 MAX_TOKEN = 16 * 1024
+REMEMBER_AT_MOST = 86_400  # seconds a verified token is remembered, whatever its exp
 MAX_VERIFIED = 10_000  # verified tokens remembered per process; a full memo drops expired ones
 
 
@@ -174,13 +176,14 @@ def _check_claims(
         raise IdentityRefused("jwt_expired", name)
     if (nbf is not None and nbf - LEEWAY > at) or (iat is not None and iat - LEEWAY > at):
         raise IdentityRefused("jwt_not_yet_valid", name)
-    return subject, dt.datetime.fromtimestamp(exp, dt.UTC)
+    # Remembered until exp, but never longer than a day (an exp in the year 9999 is valid JSON).
+    return subject, dt.datetime.fromtimestamp(min(exp, at + REMEMBER_AT_MOST), dt.UTC)
 
 
 def _number(claims: Mapping[str, Any], name: str) -> float | None:
     value = claims.get(name)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise IdentityRefused("jwt_malformed")
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise IdentityRefused("jwt_malformed")  # NaN and Infinity are JSON to Python's parser
     return float(value)
