@@ -142,8 +142,14 @@ def test_a_forged_or_mismatched_token_answers_as_an_unknown_key(
 @pytest.mark.usefixtures("billing")
 @pytest.mark.parametrize(
     "shape",
-    ["a.b.c", "e30.e30.", "W10.W10.x", f"{'W1tb' * 1500}.{'W1tb' * 1500}.x"],
-    ids=["not base64 JSON", "empty objects", "arrays", "arrays nested 4500 deep"],
+    [
+        "a.b.c",
+        "e30.e30.",
+        "W10.W10.x",
+        "e30.eyJpc3MiOltdfQ.x",
+        f"{'W1tb' * 1500}.{'W1tb' * 1500}.x",
+    ],
+    ids=["not base64 JSON", "empty objects", "arrays", "iss a list", "arrays nested 4500 deep"],
 )
 def test_a_malformed_jwt_answers_as_an_unknown_key(shape: str, client: FlaskClient) -> None:
     reply, logged = refused(client, shape)

@@ -113,7 +113,8 @@ def _verify(
     allow_http: bool,
 ) -> Verified:
     header, unverified = _unverified(token)
-    issuer = trusted.get(unverified.get("iss"))  # type: ignore[arg-type]
+    claimed = unverified.get("iss")
+    issuer = trusted.get(claimed) if isinstance(claimed, str) else None
     if issuer is None:
         raise IdentityRefused("issuer_unknown")  # the claimed iss is the caller's text: not logged
     kid = header.get("kid")
