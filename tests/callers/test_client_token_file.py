@@ -4,6 +4,7 @@ changes, as Kubernetes rotates a projected service-account token."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import os
@@ -111,7 +112,11 @@ def test_vault_auth_takes_the_app_after_the_url_with_a_token_file(
     write(token_file, deployment.issuer.token("billing"))
     auth = VaultAuth(deployment.url, "zendesk", TENANT, token_file=token_file)
 
-    with vendor_api.serving(reject="none") as api, httpx.Client(auth=auth) as http:
+    with (
+        contextlib.closing(auth.vault),  # the process's client for this file: no other test's
+        vendor_api.serving(reject="none") as api,
+        httpx.Client(auth=auth) as http,
+    ):
         reply = http.post(f"{api.url}/v1/items", json={"name": "deck"})
 
     assert reply.status_code == 200
