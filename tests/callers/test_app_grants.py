@@ -5,16 +5,19 @@ from __future__ import annotations
 
 import pytest
 from flask.testing import FlaskClient
+from sqlalchemy import select, text
 from werkzeug.test import TestResponse
 
 from tests.builders import create_key, register_app
 from tests.support import oidc
+from tests.support.clock import FrozenClock
 from tests.support.oauth_server import TokenServer
 from tests.token_fixtures import TOKEN
-from vault import apps
+from vault import apps, migrate
 from vault.callers import identities, issuers
 from vault.errors import Forbidden
 from vault.keys import Caller
+from vault.models import ServiceKey
 from vault.runtime import Runtime
 
 
@@ -71,3 +74,28 @@ def test_an_identity_limited_to_a_removed_app_is_not_allowed_an_app_added_under_
     assert stored is not None and stored.apps != ("zendesk",)
     with pytest.raises(Forbidden):
         Caller(stored.name, stored.role, stored.apps, stored.tenants).require_app("zendesk")
+
+
+def test_the_upgrade_ends_grants_that_outlived_their_app_before_it(
+    runtime: Runtime, client: FlaskClient, oauth: TokenServer, clock: FrozenClock
+) -> None:
+    register_app(runtime, "zendesk", token_url=oauth.url, grant="client_credentials")
+    register_app(runtime, "jira", token_url=oauth.url, grant="client_credentials")
+    outlived = create_key(runtime, "outlived", apps=["zendesk", "jira"])
+    orphaned = create_key(runtime, "orphaned", apps=["gone"])
+    with runtime.engine.begin() as connection:  # as a removal did before grants ended with it
+        connection.execute(text("DELETE FROM apps WHERE slug = 'zendesk'"))
+    clock.advance(60)
+    register_app(runtime, "zendesk", token_url=oauth.url, grant="client_credentials")
+    migrate.downgrade(runtime.engine, "client_auth_keys")
+
+    migrate.upgrade(runtime.engine)
+
+    assert ask(client, outlived).status_code == 403
+    assert ask(client, outlived, app="jira").status_code == 200
+    assert ask(client, orphaned).status_code == 403
+    with runtime.session() as session:
+        granted = {
+            name: apps for name, apps in session.execute(select(ServiceKey.name, ServiceKey.apps))
+        }
+    assert granted == {"outlived": ["jira", "zendesk#removed"], "orphaned": ["gone#removed"]}

@@ -1,4 +1,4 @@
-"""workload identity: trusted issuers and the identities they vouch for
+"""workload identity: trusted issuers and the identities they vouch for; grants to removed apps
 
 Revision ID: callers_identities
 Revises: client_auth_keys
@@ -49,6 +49,30 @@ def upgrade() -> None:
         sa.Column("last_used_at", sa.DateTime(timezone=True), nullable=True),
         sa.UniqueConstraint("issuer_id", "subject"),
     )
+    _end_grants_to_removed_apps()
+
+
+def _end_grants_to_removed_apps() -> None:
+    """Before this revision a key's grant outlived its app. A key limited to an app that no longer
+    exists, or to a slug whose app was added after the key (a key is created only for an existing
+    app, so its grant was to an earlier one), loses that grant: renamed so no slug matches it."""
+    bind = op.get_bind()
+    when = sa.DateTime(timezone=True)
+    apps = sa.table("apps", sa.column("slug", sa.String), sa.column("created_at", when))
+    keys = sa.table(
+        "service_keys", sa.column("id", sa.Integer), sa.column("apps", sa.JSON),
+        sa.column("created_at", when),
+    )  # fmt: skip
+    added = {slug: at for slug, at in bind.execute(sa.select(apps.c.slug, apps.c.created_at))}
+    for key_id, granted, created in bind.execute(
+        sa.select(keys.c.id, keys.c.apps, keys.c.created_at)
+    ).all():
+        kept = [
+            slug if slug in added and added[slug] <= created else f"{slug}#removed"
+            for slug in granted or []
+        ]
+        if kept != list(granted or []):
+            bind.execute(keys.update().where(keys.c.id == key_id).values(apps=sorted(kept)))
 
 
 def downgrade() -> None:
