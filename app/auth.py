@@ -9,8 +9,8 @@ from flask import request
 
 from app.db import runtime, session, snapshot
 from app.logs import note
-from vault import keys
-from vault.errors import InvalidRequest, OperatorUnauthorized, Unauthorized
+from vault import callers
+from vault.errors import IdentityRefused, InvalidRequest, OperatorUnauthorized, Unauthorized
 from vault.keys import Caller
 from vault.models import Role
 
@@ -47,24 +47,27 @@ def _refuse_query_keys() -> None:
         )
 
 
-def service_caller() -> Caller:
-    """The service key's caller, or the one indistinguishable 401."""
-    _refuse_query_keys()
-    rt = runtime()
-    caller = keys.authenticate(session(), _bearer(), rt.clock(), Role.SERVICE, snapshot())
-    note(caller=caller.name)
+def _authenticate(presented: str | None, role: str) -> Caller:
+    """A key's or a JWT's caller (vault/callers), named on the access line."""
+    try:
+        caller = callers.authenticate(runtime(), session(), presented, role, snapshot())
+    except IdentityRefused as exc:
+        note(issuer=exc.issuer)  # for the operator: which issuer refused it, never the token
+        raise
+    note(caller=caller.name, issuer=caller.issuer)
     return caller
+
+
+def service_caller() -> Caller:
+    """The service key's or identity's caller, or the one indistinguishable 401."""
+    _refuse_query_keys()
+    return _authenticate(_bearer(), Role.SERVICE)
 
 
 def operator_caller() -> Caller:
     """An operator key from HTTP Basic (any user name, key as password) or Bearer."""
     _refuse_query_keys()
-    rt = runtime()
     try:
-        caller = keys.authenticate(
-            session(), _bearer() or _basic_password(), rt.clock(), Role.OPERATOR, snapshot()
-        )
+        return _authenticate(_bearer() or _basic_password(), Role.OPERATOR)
     except Unauthorized as exc:
         raise OperatorUnauthorized(exc.reason) from None
-    note(caller=caller.name)
-    return caller

@@ -34,7 +34,9 @@ def render(exc: VaultError) -> Response:
 
 def _vault_error(exc: VaultError) -> Response:
     if exc.status in (401, 403) and request.blueprint != "callbacks":  # callbacks log their own
-        log.warning("access denied", extra={"reason": exc.reason, "remote": request.remote_addr})
+        issuer = getattr(exc, "issuer", None)  # a refused JWT: which trusted issuer, if any
+        extra = {"reason": exc.reason, "remote": request.remote_addr, "issuer": issuer}
+        log.warning("access denied", extra=extra)
     return render(exc)
 
 

@@ -3,7 +3,7 @@
 Most token requests are hits: a known key, a delegation that is active, a token in the cache that
 meets min_ttl. Flask's request context, routing, hooks and response object cost more than the
 whole use case (measured: about three quarters of a hit's time). This middleware answers exactly
-that case and nothing else, with the view's own parts: the same key check (``keys.authenticate``),
+that case and nothing else, with the view's own parts: the same key check (``callers.authenticate``),
 the same body rules (``internal.token_query``), the same use case (``tokens.served_from_cache``,
 which is the first half of ``tokens.issue``) and the same body (``internal.token_body``).
 
@@ -28,7 +28,7 @@ from app.auth import bearer
 from app.db import SNAPSHOT, LazySession
 from app.internal import NO_STORE, token_body, token_query
 from app.logs import note
-from vault import keys, tokens
+from vault import callers, tokens
 from vault.models import Role
 from vault.runtime import Runtime
 
@@ -69,7 +69,7 @@ class CachedTokenHits:
         try:
             snapshot = environ[SNAPSHOT] = rt.reads.begin()  # the view uses it if handed on
             presented = bearer(environ.get("HTTP_AUTHORIZATION", ""))
-            caller = keys.authenticate(session, presented, rt.clock(), Role.SERVICE, snapshot)
+            caller = callers.authenticate(rt, session, presented, Role.SERVICE, snapshot)
             query = token_query(json.loads(body))
             issued = tokens.served_from_cache(rt, session, caller, query, snapshot)
         except Exception:  # the app meets the same refusal or failure, and answers it
@@ -78,7 +78,14 @@ class CachedTokenHits:
             lazy.close()
         if issued is None:
             return None
-        note(route=ROUTE, caller=caller.name, app=query.app, tenant=query.tenant, source="cache")
+        note(
+            route=ROUTE,
+            caller=caller.name,
+            issuer=caller.issuer,
+            app=query.app,
+            tenant=query.tenant,
+            source="cache",
+        )
         observe.count_token_request(issued.app, "ok", issued.source)
         return (_compact(token_body(issued, rt.clock())) + "\n").encode()
 

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 FIELDS = (
     "request_id", "method", "route", "status", "duration_ms", "app", "tenant", "caller",
-    "reason", "slug", "remote", "outcome", "source", "host", "upstream_error", "upstream_status",
+    "issuer", "reason", "slug", "remote", "outcome", "source", "host", "upstream_error", "upstream_status",
 )  # fmt: skip
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 access_log = logging.getLogger("delegation_vault.access")

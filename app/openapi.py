@@ -175,7 +175,10 @@ TOKEN_REPLY = {
     },
 }
 OPERATOR_401 = _reply("No operator key", _error("unauthorized"), WWW_AUTH)
-OPERATOR: list[dict[str, list[str]]] = [{"operatorBasic": []}, {"operatorBearer": []}]
+OPERATOR: list[dict[str, list[str]]] = [
+    {"operatorBasic": []}, {"operatorBearer": []}, {"workloadIdentity": []},
+]  # fmt: skip
+SERVICE: list[dict[str, list[str]]] = [{"serviceKey": []}, {"workloadIdentity": []}]
 
 
 TIME = {"type": "string", "format": "date-time"}
@@ -329,6 +332,14 @@ def document() -> dict[str, Any]:
                     "scheme": "bearer",
                     "description": "an operator key",
                 },
+                "workloadIdentity": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "bearerFormat": "JWT",
+                    "description": "a JWT from a trusted issuer whose subject has an identity "
+                    "(a Kubernetes service-account token, a SPIFFE JWT-SVID, an OIDC access "
+                    "token); refused exactly as an unknown key is",
+                },
                 "operatorBasic": {
                     "type": "http",
                     "scheme": "basic",
@@ -343,7 +354,7 @@ def document() -> dict[str, Any]:
                 "post": {
                     "tags": ["internal"],
                     "summary": "An access token for a tenant (cached, refreshed before expiry)",
-                    "security": [{"serviceKey": []}],
+                    "security": SERVICE,
                     "requestBody": {"required": True, "content": {JSON: {"schema": TOKEN_REQUEST}}},
                     "responses": {
                         "200": _reply("A token valid for at least min_ttl seconds", TOKEN_REPLY),
@@ -355,7 +366,7 @@ def document() -> dict[str, Any]:
                 "get": {
                     "tags": ["internal"],
                     "summary": "The stored delegation of a tenant",
-                    "security": [{"serviceKey": []}],
+                    "security": SERVICE,
                     "parameters": [
                         {"name": "slug", "in": "path", "required": True, "schema": STRING},
                         {"name": "tenant", "in": "path", "required": True, "schema": STRING},

@@ -261,9 +261,14 @@ def list_apps(session: Session) -> list[App]:
 
 
 def remove_app(session: Session, slug: str) -> None:
-    """Delete an app and, by cascade, its delegations, history and cached tokens; committed."""
+    """Delete an app and, by cascade, its delegations, history and cached tokens, and end every
+    key's and identity's grant to it; committed."""
+    from vault.callers.grants import end_grants  # here: vault.callers imports this module
+
     with writing(session):
-        session.delete(get_app(session, slug))
+        app = get_app(session, slug)
+        end_grants(session, app)
+        session.delete(app)
 
 
 def signing_secrets(

@@ -165,9 +165,18 @@ def _certificates(s: Sections, now: dt.datetime) -> list[Item]:
     return [Item(c.level, c.text(now), c.app) for c in s.certificates]
 
 
+def _issuers(s: Sections, _now: dt.datetime) -> list[Item]:
+    # A failed fetch matters when it leaves callers without keys: new key ids are refused.
+    return [
+        Item("warning", f"Issuer {i.name}: its key set could not be fetched ({i.error}); "
+                        "tokens signed with a key not already held are refused.")
+        for i in s.issuers if i.failing
+    ]  # fmt: skip
+
+
 RULES: tuple[Rule, ...] = (
     _history, _keyring_problem, _unknown_key_ids, _failing_tenants, _circuits, _old_keys, _rejections,
-    _expiring_keys, _certificates, _blocked,
+    _expiring_keys, _certificates, _blocked, _issuers,
 )  # fmt: skip
 
 

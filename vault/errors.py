@@ -100,6 +100,14 @@ class Unauthorized(VaultError):
         return {"WWW-Authenticate": 'Bearer realm="delegation-vault"'}
 
 
+class IdentityRefused(Unauthorized):
+    """A JWT caller refused: the reply is an unknown key's; the issuer is for the operator's log."""
+
+    def __init__(self, reason: str, issuer: str | None = None) -> None:
+        super().__init__(reason)
+        self.issuer = issuer
+
+
 class OperatorUnauthorized(Unauthorized):
     def headers(self) -> dict[str, str]:
         return {"WWW-Authenticate": 'Basic realm="delegation-vault", charset="UTF-8"'}

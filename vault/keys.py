@@ -34,12 +34,14 @@ def hash_key(presented: str) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class Caller:
-    """Who is calling: a key's name, role and restrictions (never the key itself)."""
+    """Who is calling: a key's or identity's name, role and restrictions (never the key itself);
+    ``issuer`` names the trusted issuer of an identity, None for a key."""
 
     name: str
     role: str
     apps: tuple[str, ...]
     tenants: tuple[str, ...]
+    issuer: str | None = None
 
     def require_app(self, slug: str) -> None:
         if self.apps and slug not in self.apps:

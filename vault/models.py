@@ -202,6 +202,42 @@ class ServiceKey(Base):
     last_used_at: Mapped[dt.datetime | None]
 
 
+class Issuer(Base):
+    """An identity provider whose JWTs the operator trusts (workload identity)."""
+
+    __tablename__ = "issuers"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    url: Mapped[str] = mapped_column(String(2048), unique=True)  # the exact `iss`
+    audience: Mapped[str] = mapped_column(String(512))
+    jwks_url: Mapped[str | None] = mapped_column(String(2048))  # None: OIDC discovery
+    ca_pem: Mapped[str | None] = mapped_column(Text)  # a private CA's certificates (public)
+    created_at: Mapped[dt.datetime]
+    # JWKS health, written when a process fetches the key set (at most once a minute each).
+    jwks_fetched_at: Mapped[dt.datetime | None]
+    jwks_key_ids: Mapped[list[str]] = mapped_column(JSON, default=list)
+    jwks_error: Mapped[str | None] = mapped_column(String(256))
+    jwks_error_at: Mapped[dt.datetime | None]
+
+
+class Identity(Base):
+    """A workload known by (issuer, subject), with the same grants as a key."""
+
+    __tablename__ = "identities"
+    __table_args__ = (UniqueConstraint("issuer_id", "subject"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    issuer_id: Mapped[int] = mapped_column(ForeignKey("issuers.id", ondelete="CASCADE"))
+    subject: Mapped[str] = mapped_column(String(1024))
+    role: Mapped[str] = mapped_column(String(16))
+    apps: Mapped[list[str]] = mapped_column(JSON, default=list)
+    tenants: Mapped[list[str]] = mapped_column(JSON, default=list)
+    created_at: Mapped[dt.datetime]
+    last_used_at: Mapped[dt.datetime | None]
+
+
 class CachedToken(Base):
     """The shared (second-level) token cache."""
 

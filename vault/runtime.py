@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from vault import migrate
 from vault.background import Background
 from vault.cache import TokenCache
+from vault.callers.workload import Workloads
 from vault.clock import Clock, utcnow
 from vault.crypto import Keyring, keyring_source, load_keyring
 from vault.db import make_engine, make_sessionmaker, writing
@@ -54,6 +55,7 @@ class Runtime:
     upstream: Upstream
     background: Background  # refreshes ahead of expiry, sweeps of expired cache rows
     started: Started = dataclasses.field(default_factory=Started)
+    workloads: Workloads = dataclasses.field(default_factory=Workloads)  # JWT callers' state
 
     @classmethod
     def build(

@@ -19,6 +19,7 @@ from vault.crypto import Keyring
 from vault.delegations import mask
 from vault.errors import KeyringError
 from vault.models import App, Delegation, State, TokenHealth, UpstreamHealth
+from vault.ops.caller_sections import identities_section, issuers_section
 from vault.sealing import row_aad
 from vault.status_parts import (
     AppRow,
@@ -87,6 +88,8 @@ def gather(session: Session, keyring: Keyring, now: dt.datetime, tenants: Tenant
         needs_attention=_blocked(session),
         history=verification.status(session),
         certificates=tuple(cert_expiry.expiring(session, now)),
+        identities=identities_section(session),
+        issuers=issuers_section(session),
     )
     return Status(attention.items(sections, now), sections)
 

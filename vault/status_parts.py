@@ -15,6 +15,7 @@ from vault import rotation
 from vault.cert_expiry import Expiring
 from vault.crypto import Keyring
 from vault.models import App, CachedToken, Delegation, ServiceKey, State, TokenHealth
+from vault.ops.caller_sections import IdentityRow, IssuerRow
 from vault.rejections import Count, Recent, SourceCount
 from vault.runtime import key_check_problem
 
@@ -202,6 +203,8 @@ class Sections:
     needs_attention: Blocked
     history: dict[str, Any] | None = None  # the last history verification (vault/verification.py)
     certificates: tuple[Expiring, ...] = ()  # client certificates expiring within 30 days
+    identities: tuple[IdentityRow, ...] = ()  # workload identities (vault/callers)
+    issuers: tuple[IssuerRow, ...] = ()  # trusted JWT issuers and their key sets' health
 
 
 def cached_entries(session: Session, now: dt.datetime) -> tuple[int, tuple[CachedEntry, ...]]:

@@ -14,6 +14,8 @@ from app.cli.credentials import apps_test
 from app.cli.crypto import crypto_group
 from app.cli.db import db
 from app.cli.delegations import delegations_group
+from app.cli.identities import identities_group
+from app.cli.issuers import issuers_group
 from app.cli.keys import keys_group
 from app.cli.sandbox import sandbox
 from app.cli.serve import serve
@@ -27,7 +29,10 @@ def cli() -> None:
 
 
 apps_group.add_command(apps_test)
-for command in (serve, db, apps_group, keys_group, delegations_group, crypto_group, sign, sandbox):
+for command in (
+    serve, db, apps_group, keys_group, issuers_group, identities_group, delegations_group,
+    crypto_group, sign, sandbox,
+):  # fmt: skip
     cli.add_command(command)
 
 

@@ -53,7 +53,7 @@ def keys_list(as_json: bool) -> None:
     """Keys (names, roles and limits; never the keys)."""
     with session_for() as (_rt, session):
         rows = [
-            (k.name, k.role, _limits(k.apps, as_json), _limits(k.tenants, as_json),
+            (k.name, k.role, limits(k.apps, as_json), limits(k.tenants, as_json),
              when(k.expires_at), when(k.last_used_at), "revoked" if k.revoked_at else "active")
             for k in keys.list_keys(session)
         ]  # fmt: skip
@@ -69,6 +69,6 @@ def keys_revoke(name: str) -> None:
     note(f"revoked key {name!r}")
 
 
-def _limits(names: list[str], as_json: bool) -> list[str] | str:
+def limits(names: list[str], as_json: bool) -> list[str] | str:
     """JSON keeps the list (empty: no limit); the table says "all"."""
     return list(names) if as_json else ",".join(names) or "all"

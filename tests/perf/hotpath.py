@@ -8,9 +8,10 @@ switches parts of the service off one after another and prints what each saved (
 the switches are monkeypatches in this process, never in the product). ``--profile`` prints cProfile's
 top functions by cumulative time instead. ``--threads 8`` calls from 8 threads at once and
 reports CPU time per call: the cost of contention for the interpreter lock, which one thread never
-meets. ``--tracing`` turns OpenTelemetry tracing on (exporting to a loopback OTLP receiver) before
-the app is built: every figure then includes a server span per call. Medians of 7 batches;
-nothing here is asserted.
+meets. The same hit with a workload identity's JWT is compared with the key's, in CPU time.
+``--tracing`` turns OpenTelemetry tracing on (exporting to a loopback OTLP receiver) before the
+app is built: every figure then includes a server span per call. Medians of 7 batches; nothing
+here is asserted.
 """
 
 from __future__ import annotations
@@ -34,22 +35,27 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from joserfc import jwt
+
 from tests import builders
 from tests.perf import bench
-from tests.support import oauth_server
+from tests.support import oauth_server, oidc
 from vault.crypto import new_key_entry
+from vault.runtime import Runtime
 
 App = Callable[[dict[str, Any], Callable[..., Any]], Any]
 
 
 @contextmanager
-def cached_service() -> Iterator[tuple[App, dict[str, Any], bytes]]:
-    """The service app with one tenant's token cached, and the request to replay."""
+def cached_service() -> Iterator[tuple[App, dict[str, Any], bytes, dict[str, Any]]]:
+    """The service app with one tenant's token cached, the request to replay, and the same
+    request made with a workload identity's JWT instead of the key."""
     workdir = Path(tempfile.mkdtemp(prefix="dv-hotpath-"))
-    with seeded(workdir, tenants=1) as key:
+    with workload_jwt() as (trust_issuer, jwt), seeded(workdir, 1, setup=trust_issuer) as key:
         from app import create_app
 
         environ, body = token_request(key, {"app": "zendesk", "tenant": "tenant0"})
+        jwt_environ = {**environ, "HTTP_AUTHORIZATION": f"Bearer {jwt}"}
         # Log lines are formatted and written as in production, to /dev/null rather than a terminal
         # (the handler keeps the stream it was built with, so the sink stays open for the run).
         sink = open(os.devnull, "w")  # noqa: SIM115
@@ -57,7 +63,29 @@ def cached_service() -> Iterator[tuple[App, dict[str, Any], bytes]]:
             app = create_app()
         if not call(app, environ, body).startswith("200"):  # fills both cache levels
             raise RuntimeError("the service did not issue a token")
-        yield app, environ, body
+        if not call(app, jwt_environ, body).startswith("200"):  # verifies the JWT once
+            raise RuntimeError("the service refused the workload's JWT")
+        yield app, environ, body, jwt_environ
+
+
+@contextmanager
+def workload_jwt() -> Iterator[tuple[Callable[[Runtime], None], str]]:
+    """An issuer's key set on loopback, what trusts it (with an identity for subject "hot"),
+    and a JWT it signed. The hit's cost is the subject here, not the issuer: a key set served
+    by a plain loopback server stands in for an identity provider."""
+    key = oidc.signing_key("bench-1")
+    document = json.dumps({"keys": [key.as_dict(private=False)]}).encode()
+    with oidc.serving_key_set(document) as jwks_url:
+        issuer_url = jwks_url.removesuffix("/jwks")
+
+        def trust(rt: Runtime) -> None:
+            oidc.trust(rt, issuer_url, name="bench", jwks_url=jwks_url)
+            oidc.identify(rt, "hot-jwt", "hot", issuer="bench")
+
+        now = int(time.time())
+        claims = {"iss": issuer_url, "sub": "hot", "aud": "delegation-vault",
+                  "iat": now, "exp": now + 3600}  # fmt: skip
+        yield trust, jwt.encode({"alg": "RS256", "kid": "bench-1"}, claims, key)
 
 
 @contextmanager
@@ -85,10 +113,14 @@ def traced() -> Iterator[None]:
 
 @contextmanager
 def seeded(
-    workdir: Path, tenants: int, oauth: oauth_server.TokenServer | None = None
+    workdir: Path,
+    tenants: int,
+    oauth: oauth_server.TokenServer | None = None,
+    setup: Callable[[Runtime], None] | None = None,
 ) -> Iterator[str]:
     """A SQLite database with an app, ``tenants`` delegations and a service key (yielded), and
-    the environment that serves it; the app's token endpoint is ``oauth`` or one of its own."""
+    the environment that serves it; the app's token endpoint is ``oauth`` or one of its own;
+    ``setup`` adds what else a benchmark needs."""
     with contextlib.ExitStack() as stack:
         dbs = stack.enter_context(bench.databases({"sqlite"}, workdir))
         oauth = oauth or stack.enter_context(oauth_server.serving())
@@ -97,6 +129,8 @@ def seeded(
         builders.register_app(rt, token_url=oauth.url)
         key = builders.create_key(rt, "hot")
         bench.seed_delegations(rt, tenants)
+        if setup is not None:
+            setup(rt)
         rt.close()
         os.environ.update(bench.service_env(db, keys, workdir))
         yield key
@@ -126,10 +160,11 @@ def call(app: App, environ: dict[str, Any], body: bytes) -> str:
 
 
 def per_call_us(
-    app: App, environ: dict[str, Any], body: bytes, calls: int, threads: int = 1
+    app: App, environ: dict[str, Any], body: bytes, calls: int, threads: int = 1, cpu: bool = False
 ) -> float:
     """Median of 7 batches: wall time per call in one thread; with ``threads``, the process's CPU
-    time per call while that many threads call at once (what gunicorn's gthread workers do)."""
+    time per call while that many threads call at once (what gunicorn's gthread workers do);
+    with ``cpu``, CPU time in one thread too (steadier than wall time on a busy machine)."""
     batches = []
     for _ in range(7):
         workers = [
@@ -138,7 +173,7 @@ def per_call_us(
             )
             for _ in range(threads)
         ]
-        clock = time.perf_counter if threads == 1 else time.process_time
+        clock = time.perf_counter if threads == 1 and not cpu else time.process_time
         started = clock()
         for worker in workers:
             worker.start()
@@ -180,11 +215,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def measure(
-    args: argparse.Namespace, floor: App, service: tuple[App, dict[str, Any], bytes]
+    args: argparse.Namespace,
+    floor: App,
+    service: tuple[App, dict[str, Any], bytes, dict[str, Any]],
 ) -> int:
     """Print the figures of the module's docstring for ``service``."""
     n = args.threads
-    app, environ, body = service
+    app, environ, body, jwt_environ = service
     if args.profile:
         profile = cProfile.Profile()
         profile.runcall(lambda: [call(app, environ, body) for _ in range(args.calls)])
@@ -196,6 +233,23 @@ def measure(
     print(json.dumps({"service_via_view_us": per_call_us(app, via_view, body, args.calls, n)}))
     before = per_call_us(app, environ, body, args.calls, n)
     print(json.dumps({"service_us": before}))
+    # The same hit with a workload identity's JWT: verified once, then remembered by the
+    # token's SHA-256 until it expires. CPU time per call; key and JWT alternate, three
+    # rounds each, so a busy machine's drift falls on both; the ratio is of the medians.
+    key_us, jwt_us = [], []
+    for _ in range(3):
+        key_us.append(per_call_us(app, environ, body, args.calls, n, cpu=True))
+        jwt_us.append(per_call_us(app, jwt_environ, body, args.calls, n, cpu=True))
+    key_hit, jwt_hit = statistics.median(key_us), statistics.median(jwt_us)
+    print(json.dumps({"key_hit_cpu_us": key_hit, "jwt_hit_cpu_us": jwt_hit,
+                      "jwt_over_key": round(jwt_hit / key_hit, 3)}))  # fmt: skip
+    # As a measurement only, in this process: the JWT verified on every call (no memory).
+    workloads = app.extensions["vault"].workloads
+    workloads.recall = lambda *_: None
+    each = per_call_us(app, jwt_environ, body, max(args.calls // 4, 1), n, cpu=True)
+    print(json.dumps({"jwt_verified_each_call_cpu_us": each,
+                      "over_key": round(each / key_hit, 3)}))  # fmt: skip
+    del workloads.recall
     for name, switch_off in switches(app):
         switch_off()
         after = per_call_us(app, environ, body, args.calls, n)

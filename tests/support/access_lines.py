@@ -15,8 +15,9 @@ from app.logs import JsonFormatter, ProductHandler
 
 
 @contextmanager
-def captured() -> Iterator[list[dict[str, Any]]]:
-    """Yields a list that holds, once the block ends, every access line written inside it."""
+def captured(everything: bool = False) -> Iterator[list[dict[str, Any]]]:
+    """Yields a list that holds, once the block ends, every access line written inside it (with
+    ``everything``, every line the product's handler wrote)."""
     (handler,) = [
         h for h in logging.getLogger("delegation_vault").handlers if isinstance(h, ProductHandler)
     ]
@@ -30,4 +31,6 @@ def captured() -> Iterator[list[dict[str, Any]]]:
         handler.setStream(stream)  # type: ignore[arg-type]
         handler.setFormatter(formatter)
         parsed = [json.loads(line) for line in buffer.getvalue().splitlines()]
-        lines.extend(line for line in parsed if line["logger"] == "delegation_vault.access")
+        lines.extend(
+            line for line in parsed if everything or line["logger"] == "delegation_vault.access"
+        )

@@ -7,8 +7,9 @@ request sent once more with the token the vault gives instead.
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncGenerator, Generator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, overload
 
 import httpx
 
@@ -34,6 +35,7 @@ class VaultAuth(httpx.Auth, _RequestsAuth):
     # The body is read before the first send so that the one retry after a 401 can send it again.
     requires_request_body = True
 
+    @overload
     def __init__(
         self,
         url: str,
@@ -44,9 +46,39 @@ class VaultAuth(httpx.Auth, _RequestsAuth):
         min_ttl: int = 60,
         *,
         client: VaultClient | None = None,
+    ) -> None: ...
+
+    @overload
+    def __init__(
+        self,
+        url: str,
+        app: str,
+        tenant: str | None = None,
+        scope: str | None = None,
+        min_ttl: int = 60,
+        *,
+        token_file: str | os.PathLike[str],
+        client: VaultClient | None = None,
+    ) -> None: ...
+
+    def __init__(
+        self,
+        url: str,
+        *args: Any,
+        token_file: str | os.PathLike[str] | None = None,
+        client: VaultClient | None = None,
+        **named: Any,
     ) -> None:
-        self.min_ttl = check_min_ttl(min_ttl)
-        self.vault = client if client is not None else shared_client(url, key)
+        # With token_file= there is no key: the arguments after the URL start at the app.
+        given = _bind(args, named, ("key",) * (token_file is None) + _AFTER_KEY)
+        app = given.get("app")
+        if not isinstance(app, str):
+            raise TypeError("VaultAuth needs the app's slug")
+        self.min_ttl = check_min_ttl(given.get("min_ttl", 60))
+        self.vault = (
+            client if client is not None else shared_client(url, given.get("key"), token_file)
+        )
+        tenant, scope = given.get("tenant"), given.get("scope")
         self.app, self.tenant, self.scope = app, tenant, scope
         asked = " ".join(sorted(set(scope.split()))) if scope is not None else None
         self._slot = slot_for((*self.vault.identity(), app, tenant, asked))
@@ -127,6 +159,21 @@ class VaultAuth(httpx.Auth, _RequestsAuth):
                 token = await self.vault.aevict(rejected, self.min_ttl)
                 slot.token = token
             return token
+
+
+_AFTER_KEY = ("app", "tenant", "scope", "min_ttl")
+
+
+def _bind(args: tuple[Any, ...], named: dict[str, Any], fields: tuple[str, ...]) -> dict[str, Any]:
+    """VaultAuth's arguments by name, as a signature would bind them."""
+    if len(args) > len(fields):
+        raise TypeError(f"VaultAuth takes at most {len(fields) + 1} positional arguments")
+    given = dict(zip(fields, args, strict=False))
+    for name, value in named.items():
+        if name not in fields or name in given:
+            raise TypeError(f"VaultAuth got an unexpected or repeated argument {name!r}")
+        given[name] = value
+    return given
 
 
 class _RequestsRetry:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
+import os
 import ssl
 import urllib.parse
 from types import TracebackType
@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 
+from delegation_vault_client._credentials import credential
 from delegation_vault_client._errors import VaultError, from_response, unreachable
 from delegation_vault_client._token import Token, parse
 
@@ -24,25 +25,26 @@ Verify = ssl.SSLContext | str | bool
 
 
 class VaultClient:
-    """Asks the vault for access tokens with a service key.
+    """Asks the vault for access tokens with a service key, or with a workload's JWT read from
+    ``token_file`` (a Kubernetes projected service-account token, a SPIFFE JWT-SVID): the file
+    is read again whenever it changes.
 
     Safe to share between threads. ``url`` is the vault's base URL; plain ``http://`` is refused
-    unless the host is loopback or ``allow_http=True`` (the service key would travel in clear).
+    unless the host is loopback or ``allow_http=True`` (the key or token would travel in clear).
     """
 
     def __init__(
         self,
         url: str,
-        key: str,
+        key: str | None = None,
         *,
+        token_file: str | os.PathLike[str] | None = None,
         timeout: float = DEFAULT_TIMEOUT,
         verify: Verify = True,
         allow_http: bool = False,
     ) -> None:
         self.url = _base_url(url, allow_http)
-        if not key or any(ch.isspace() for ch in key):
-            raise ValueError("the service key is empty or holds white space")
-        self._key = key
+        self._credential = credential(key, token_file)
         self._timeout = timeout
         # A CA bundle's path becomes a context: httpx deprecates paths in ``verify``.
         self._verify = (
@@ -76,8 +78,8 @@ class VaultClient:
         )
 
     def identity(self) -> tuple[str, bytes]:
-        """What tells this vault and key apart from others, without holding the key itself."""
-        return self.url, hashlib.sha256(self._key.encode()).digest()
+        """What tells this vault and key (or token file) apart from others, without the key."""
+        return self.url, self._credential.identity()
 
     def close(self) -> None:
         self._http.close()
@@ -97,15 +99,18 @@ class VaultClient:
             "verify": self._verify,
             "follow_redirects": False,  # a redirect would carry the service key elsewhere
             "headers": {
-                "Authorization": f"Bearer {self._key}",
                 "Accept": "application/json",
                 "User-Agent": f"delegation-vault-client/{__version__}",
             },
         }
 
+    def _authorization(self) -> dict[str, str]:
+        # Per request: a token file's content changes while the client lives.
+        return {"Authorization": f"Bearer {self._credential()}"}
+
     def _send(self, body: dict[str, Any]) -> Token:
         try:
-            response = self._http.post(TOKEN_PATH, json=body)
+            response = self._http.post(TOKEN_PATH, json=body, headers=self._authorization())
         except httpx.HTTPError as exc:
             raise unreachable(exc) from None
         return _answer(response)
@@ -115,7 +120,7 @@ class VaultClient:
         # a token is asked for once per lifetime, not per request.
         try:
             async with httpx.AsyncClient(**self._options()) as http:
-                response = await http.post(TOKEN_PATH, json=body)
+                response = await http.post(TOKEN_PATH, json=body, headers=self._authorization())
         except httpx.HTTPError as exc:
             raise unreachable(exc) from None
         return _answer(response)

@@ -7,6 +7,7 @@ instances make one vault call per token between them.
 
 from __future__ import annotations
 
+import os
 import threading
 import weakref
 from typing import Any
@@ -54,9 +55,12 @@ def slot_for(key: SlotKey) -> Slot:
 _clients: dict[tuple[str, bytes], VaultClient] = {}
 
 
-def shared_client(url: str, key: str) -> VaultClient:
-    """The process's VaultClient for this vault and key, kept open for the process's life."""
-    client = VaultClient(url, key)
+def shared_client(
+    url: str, key: str | None, token_file: str | os.PathLike[str] | None = None
+) -> VaultClient:
+    """The process's VaultClient for this vault and key (or token file), kept open for the
+    process's life."""
+    client = VaultClient(url, key, token_file=token_file)
     with _slots_guard:
         found = _clients.setdefault(client.identity(), client)
     if found is not client:

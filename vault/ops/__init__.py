@@ -1,0 +1,1 @@
+"""Operators' view: status page data."""
