@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "callers_identities"
-down_revision = "client_auth_keys"
+down_revision = "callbacks_rejection_sources"
 branch_labels = None
 depends_on = None
 
