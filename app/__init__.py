@@ -20,7 +20,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     from flask import Flask
 
     from app import bodies, callbacks, db, errors, hits, internal, logs, operator
-    from vault import notify
+    from vault.ops import notify
     from vault.runtime import Runtime
     from vault.settings import Settings
 

@@ -9,9 +9,9 @@ from flask import request
 
 from app.db import runtime, session, snapshot
 from app.logs import note
-from vault import keys
+from vault.callers import keys
+from vault.callers.keys import Caller
 from vault.errors import InvalidRequest, OperatorUnauthorized, Unauthorized
-from vault.keys import Caller
 from vault.models import Role
 
 QUERY_KEY_NAMES = ("key", "api_key", "access_token", "token")

@@ -28,9 +28,10 @@ from app.auth import bearer
 from app.db import SNAPSHOT, LazySession
 from app.internal import NO_STORE, token_body, token_query
 from app.logs import note
-from vault import keys, tokens
+from vault.callers import keys
 from vault.models import Role
 from vault.runtime import Runtime
+from vault.tokens import service as tokens
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment

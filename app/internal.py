@@ -13,9 +13,11 @@ from app.auth import service_caller
 from app.db import runtime, session, snapshot
 from app.logs import note
 from app.observe import counted_token_request
-from vault import apps, delegations, tokens
+from vault.apps import delegations
+from vault.apps import registry as apps
 from vault.clock import iso
 from vault.errors import InvalidRequest, NoDelegation, UnknownApp
+from vault.tokens import service as tokens
 
 bp = Blueprint("internal", __name__)
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}

@@ -9,9 +9,9 @@ from flask import Blueprint, Response, jsonify, render_template, request, url_fo
 from app.auth import operator_caller
 from app.db import runtime, session
 from app.openapi import document
-from vault import attention, health, status
 from vault.clock import iso
 from vault.errors import InvalidRequest
+from vault.ops import attention, health, status
 
 bp = Blueprint("operator", __name__)
 PAGE_HEADERS = {

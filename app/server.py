@@ -11,7 +11,7 @@ from typing import Any
 
 from gunicorn.app.base import BaseApplication
 
-from vault.crypto import Keyring
+from vault.keyring.crypto import Keyring
 from vault.settings import Settings
 
 

@@ -2,7 +2,7 @@
 
 Counters and histograms are kept per process and summed at scrape time. Gauges of shared state
 (circuit, failing tenants, cached tokens) are read from the database when scraped (see
-``vault/gauges.py``), so every worker reports the same figure as the status page.
+``vault/ops/gauges.py``), so every worker reports the same figure as the status page.
 """
 
 from __future__ import annotations

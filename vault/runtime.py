@@ -11,18 +11,18 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from vault import migrate
-from vault.background import Background
-from vault.cache import TokenCache
+from vault.callbacks.window import Window
 from vault.clock import Clock, utcnow
-from vault.crypto import Keyring, load_keyring
 from vault.db import make_engine, make_sessionmaker, writing
 from vault.errors import KeyringError
 from vault.freshness import Reads
+from vault.keyring.crypto import Keyring, load_keyring
 from vault.models import KeyCheck
 from vault.settings import Settings
-from vault.singleflight import Flights, KeyLocks
-from vault.upstream import Upstream
-from vault.window import Window
+from vault.tokens.background import Background
+from vault.tokens.cache import TokenCache
+from vault.tokens.singleflight import Flights, KeyLocks
+from vault.upstream.client import Upstream
 
 
 class Closeable(Protocol):

@@ -96,7 +96,7 @@ WRAPPING_NEEDS = {
 
 
 def _key_wrapping(environ: Mapping[str, str]) -> dict[str, Any]:
-    """DV_KEY_WRAPPING and what the chosen wrapper needs (see vault/wrapping.py)."""
+    """DV_KEY_WRAPPING and what the chosen wrapper needs (see vault/keyring/wrapping.py)."""
     mode = environ.get("DV_KEY_WRAPPING", "").strip() or "none"
     if mode not in WRAPPING_NEEDS:
         raise ConfigError("DV_KEY_WRAPPING must be 'none', 'pkcs11' or 'aws-kms'")

@@ -14,7 +14,7 @@ import click
 import httpx
 
 from app.cli.common import UsageFailure, fail, note, open_runtime
-from vault.apps import LOOPBACK_HOSTS
+from vault.apps.registry import LOOPBACK_HOSTS
 from vault.sandbox import setup
 from vault.sandbox.callbacks import KINDS
 from vault.sandbox.server import Sandbox, listening

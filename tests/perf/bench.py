@@ -36,18 +36,18 @@ from pathlib import Path
 import httpx
 from sqlalchemy import create_engine, func, insert, select, text
 
-from tests import builders
-from tests.support import oauth_server, postgres
+from tests.support import builders, oauth_server, postgres
 from tests.support.ports import free_port
-from vault import apps, migrate
+from vault import migrate
+from vault.apps import registry as apps
+from vault.callbacks.signatures import sign
 from vault.clock import iso
-from vault.crypto import new_key_entry, parse_keyring
 from vault.freshness import PROBES
+from vault.keyring.crypto import new_key_entry, parse_keyring
+from vault.keyring.sealing import row_aad
 from vault.models import Delegation, ProcessedRequest
 from vault.runtime import Runtime, ensure_key_check
-from vault.sealing import row_aad
 from vault.settings import Settings
-from vault.signatures import sign
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]

@@ -31,10 +31,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from tests import builders
 from tests.perf import bench
-from tests.support import oauth_server
-from vault.crypto import new_key_entry
+from tests.support import builders, oauth_server
+from vault.keyring.crypto import new_key_entry
 
 App = Callable[[dict[str, Any], Callable[..., Any]], Any]
 

@@ -1,0 +1,1 @@
+"""Registered apps and their delegations."""

@@ -1,0 +1,1 @@
+"""Who may call the internal API: service and operator keys."""

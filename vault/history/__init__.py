@@ -1,0 +1,1 @@
+"""The delegation history: its MAC chain, verification, and resealing to a new key."""

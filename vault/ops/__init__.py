@@ -1,0 +1,1 @@
+"""The operators' view: status page data, attention, readiness, gauges, notifications."""

@@ -1,0 +1,1 @@
+"""The token endpoint: client, exchange, client authentication, circuit, throttle, health."""
