@@ -270,11 +270,11 @@ def test_the_systemd_unit_is_hardened(tmp_path: Path) -> None:
     assert float(found.group(1)) <= 2.0, review.stdout  # systemd calls up to 2.0 "OK"
 
 
-def test_the_readmes_online_sqlite_backup_copies_recent_commits_and_keeps_the_copy_private(
+def test_the_documented_online_sqlite_backup_copies_recent_commits_and_keeps_the_copy_private(
     tmp_path: Path,
 ) -> None:
-    readme = (UNIT.parents[2] / "README.md").read_text()
-    found = re.search(r'`(python3 -c "import sqlite3; .*?")`', readme)
+    operations = (UNIT.parents[2] / "docs" / "operations.md").read_text()
+    found = re.search(r'`(python3 -c "import sqlite3; .*?")`', operations)
     assert found is not None
     live, copy = tmp_path / "vault.db", tmp_path / "backups" / "vault.db"
     copy.parent.mkdir()

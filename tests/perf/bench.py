@@ -8,7 +8,7 @@ rounds (floor first, then service first, ...), with the same prepared requests, 
 same machine: this one is shared, and a floor measured minutes apart was seen to move by a factor
 of three. Each configuration prints one JSON line: the medians of requests per second, p50 and p99
 for the service and for the floor beside it, and the median of the per-round ratios. Nothing here
-asserts a time; the figures go into the README by hand.
+asserts a time; the figures go into docs/performance.md by hand.
 """
 
 from __future__ import annotations

@@ -16,7 +16,8 @@ from vault.clock import iso
 from vault.db import writing
 from vault.runtime import Runtime
 
-VENDOR = Path(__file__).resolve().parents[1] / "vendor"  # Seismic's example callbacks, byte for byte
+# Seismic's example callbacks, byte for byte
+VENDOR = Path(__file__).resolve().parents[1] / "vendor"
 VENDOR_APP_ID = "fcdd244c-1cce-4e6b-aad9-7e6820a99a20"
 SIGNING_SECRET = "whsec-demo-signing-secret-1"
 PREVIOUS_SIGNING_SECRET = "whsec-demo-signing-secret-0"

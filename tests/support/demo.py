@@ -1,6 +1,6 @@
 """A demo vault for the status page: tenants in every state, a rotation under way, rejections.
 
-Used by the browser test and by ``python -m tests.support.screenshot`` (the README's picture).
+Used by the browser test and by ``python -m tests.support.screenshot`` (the picture in docs/operations.md).
 """
 
 from __future__ import annotations
