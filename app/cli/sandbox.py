@@ -14,12 +14,12 @@ import click
 import httpx
 
 from app.cli.common import UsageFailure, fail, note, open_runtime
-from vault.apps.registry import LOOPBACK_HOSTS
 from vault.sandbox import setup
 from vault.sandbox.callbacks import KINDS
 from vault.sandbox.server import Sandbox, listening
 from vault.sandbox.vendor import Vendor
 from vault.settings import Settings
+from vault.upstream.guards import LOOPBACK_HOSTS
 
 DEFAULT_BIND = "127.0.0.1:8100"
 TENANT = "sandbox"

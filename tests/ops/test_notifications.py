@@ -18,9 +18,10 @@ from tests.support.clock import FrozenClock
 from tests.support.oauth_server import Reply, TokenServer
 from tests.support.receiver import receiving
 from tests.support.token_fixtures import ask
+from vault import outbox
 from vault.errors import ConfigError
 from vault.models import Notification
-from vault.ops import notify, outbox
+from vault.ops import notify
 from vault.runtime import Runtime
 from vault.settings import Settings
 from vault.upstream import circuit

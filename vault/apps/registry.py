@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import re
-from urllib.parse import urlsplit
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
@@ -17,12 +16,11 @@ from vault.keyring.sealing import row_aad
 from vault.models import App, CachedToken, Delegation, Grant
 from vault.scopes import ANY, normalise_allowed, normalise_scope
 from vault.upstream import client_auth, pem
+from vault.upstream.guards import validate_token_url
 
 SEISMIC_TOKEN_URL = "https://auth.seismic.com/tenants/{tenant}/connect/token"  # noqa: S105 (a URL, not a password)
 AUTH_METHODS = tuple(client_auth.AUTH_METHODS)
 SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
-LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
-PLACEHOLDER = re.compile(r"\{[^{}]*\}")
 # Fields whose change alters what a token request sends: cached tokens of the app go with them.
 SHAPES_TOKEN_REQUEST = ("token_url", "client_id", "auth_method", "default_scope", "allowed_scopes")
 CREDENTIAL = "client credential"  # what update_app reports when it installed a new credential
@@ -56,34 +54,6 @@ class AppChanges:
     scope: str | None = None
     allowed_scopes: str | None = None
     vendor_app_id: str | None = None
-
-
-def validate_token_url(url: str, *, allow_http: bool) -> None:
-    """HTTPS only; plain HTTP only to loopback and only when the settings allow it."""
-    unknown = [p for p in PLACEHOLDER.findall(url) if p != "{tenant}"]
-    if unknown or "{" in PLACEHOLDER.sub("", url) or "}" in PLACEHOLDER.sub("", url):
-        shown = f" {unknown[0]}" if unknown else ""
-        raise BadValue("--token-url", f"unknown placeholder{shown}; only {{tenant}} is filled in")
-    try:
-        parts = urlsplit(url)
-        hostname = parts.hostname
-    except ValueError:
-        raise BadValue("--token-url", "not a URL") from None
-    if parts.scheme == "https" and hostname:
-        return
-    if parts.scheme == "http" and hostname in LOOPBACK_HOSTS:
-        if allow_http:
-            return
-        raise BadValue(
-            "--token-url",
-            "plain http:// is refused; for a token endpoint on this machine (tests, local "
-            "demos) set DV_ALLOW_HTTP_TOKEN_URLS=1, never in production",
-        )
-    raise BadValue(
-        "--token-url",
-        f"must be https:// (got {parts.scheme or 'no'} scheme); plain http:// only to a "
-        "loopback address, with DV_ALLOW_HTTP_TOKEN_URLS=1",
-    )
 
 
 def validate_spec(spec: AppSpec, *, allow_http: bool) -> None:

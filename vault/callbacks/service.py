@@ -6,6 +6,7 @@ import datetime as dt
 import enum
 import logging
 from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -23,7 +24,9 @@ from vault.history import chain
 from vault.keyring.crypto import Keyring
 from vault.keyring.sealing import row_aad
 from vault.models import Delegation, DelegationHistory, ProcessedRequest, State
-from vault.runtime import Runtime
+
+if TYPE_CHECKING:
+    from vault.runtime import Runtime  # handed in by the caller: named for the type checker only
 
 MAX_BODY = 64 * 1024
 log = logging.getLogger("delegation_vault.callbacks")

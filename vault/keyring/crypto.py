@@ -10,8 +10,6 @@ from __future__ import annotations
 import base64
 import binascii
 import os
-import re
-import secrets
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -21,11 +19,13 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from vault.errors import DecryptionError, KeyringError
+from vault.keyring import wrapping
+from vault.keyring.entries import KEY_ID as KEY_ID  # re-exported: callers name them here
+from vault.keyring.entries import new_key_entry as new_key_entry
 from vault.settings import Settings
 
 FORMAT = "dv1"
 NONCE_BYTES = 12
-KEY_ID = re.compile(r"^[A-Za-z0-9_.-]{1,32}$")
 KEY_CHECK_PLAINTEXT = b"delegation-vault key check"
 
 
@@ -130,14 +130,6 @@ def _label(aad: bytes) -> str:
     return aad.split(b"\x1f", 1)[0].decode("ascii", "replace")[:64]
 
 
-def new_key_entry(kid: str | None = None) -> str:
-    """A fresh ``kid:base64(32 bytes)`` keyring entry."""
-    kid = kid or "k" + secrets.token_hex(4)
-    if not KEY_ID.fullmatch(kid):
-        raise KeyringError("a key id is 1-32 letters, digits, '.', '_' or '-'")
-    return f"{kid}:{base64.b64encode(secrets.token_bytes(32)).decode()}"
-
-
 def parse_keyring(entries: Iterable[str]) -> Keyring:
     """Parse ``kid:base64`` entries; the error names the entry position, never its content."""
     keys: list[tuple[str, bytes]] = []
@@ -160,8 +152,6 @@ def parse_keyring(entries: Iterable[str]) -> Keyring:
 def load_keyring(settings: Settings, *, create: bool = False) -> Keyring:
     """DV_KEYS, else DV_KEYS_FILE, else (development only) instance/vault.key; wrapped data keys
     are unwrapped here, once (vault/keyring/wrapping.py)."""
-    from vault.keyring import wrapping  # it imports this module
-
     return parse_keyring(wrapping.open_entries(settings, keyring_entries(settings, create=create)))
 
 
@@ -190,8 +180,6 @@ def keyring_entries(settings: Settings, *, create: bool = False) -> list[str]:
 
 
 def _write_new_key_file(settings: Settings, path: Path) -> None:
-    from vault.keyring import wrapping  # it imports this module
-
     entry = wrapping.new_entry(settings, "dev1")  # wrapped when wrapping is on
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

@@ -18,7 +18,7 @@ from urllib.parse import quote, unquote
 
 from vault.errors import KeyringError
 from vault.keyring import wrap_kms, wrap_pkcs11
-from vault.keyring.crypto import new_key_entry
+from vault.keyring.entries import new_key_entry
 from vault.settings import Settings
 
 

@@ -12,6 +12,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from vault.history import verification
+from vault.upstream.events import ACTIONS as ACTIONS  # re-exported: the page's advice table
+from vault.upstream.events import DEFAULT_ACTION as DEFAULT_ACTION
 
 if TYPE_CHECKING:
     from vault.ops.status_parts import FailingTenant, Sections
@@ -20,28 +22,6 @@ LEVELS = ("critical", "warning", "info")
 TENANTS_LISTED = 20  # tenant items listed one by one; the rest are summed up in one item
 BLOCKED_LISTED = 5
 KEYS_EXPIRING_WITHIN = dt.timedelta(days=14)
-
-# What an operator should do, per reason a token request failed with.
-ACTIONS = {
-    "invalid_grant": "the vendor no longer accepts the stored delegated user: the tenant's admin "
-    "must pick a delegated user again in Seismic",
-    "invalid_client": "the client secret was changed or is not yet active (new secrets take 5-10 "
-    "minutes): check it and run 'delegation-vault apps set-client-secret'",
-    "unauthorized_client": "the vendor does not allow this app the grant it asks for: check the "
-    "app's registration with the vendor",
-    "invalid_scope": "the vendor refused the scope: align the app's scopes with what it grants",
-    "invalid_request": "the vendor refused the request's shape: check the app's token URL, grant "
-    "and authentication method",
-    "access_denied": "the vendor denied access: check the app's registration and the tenant's "
-    "installation",
-    "upstream_unavailable": "the token endpoint is unreachable or failing; the vault retries, "
-    "check the token endpoint's health below",
-    "circuit_open": "calls to the token host are paused after repeated failures; they resume on "
-    "their own once a probe succeeds",
-    "insecure_token_url": "the app's token URL is not HTTPS: fix it with 'delegation-vault apps "
-    "update'",
-}
-DEFAULT_ACTION = "the token endpoint refused the request: check the app's registration"
 
 
 @dataclasses.dataclass(frozen=True)

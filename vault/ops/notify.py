@@ -26,9 +26,12 @@ import httpx
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from vault import metrics
-from vault.ops import attention, outbox
+from vault import metrics, outbox
 from vault.runtime import Runtime
+from vault.upstream.events import circuit_closed as circuit_closed  # re-exported: the events
+from vault.upstream.events import circuit_opened as circuit_opened  # are written by token
+from vault.upstream.events import tenant_failing as tenant_failing  # health and the circuit
+from vault.upstream.events import tenant_recovered as tenant_recovered
 
 log = logging.getLogger("delegation_vault.notify")
 POLL = 1.0  # seconds between looks at the outbox while holding the lease
@@ -38,47 +41,6 @@ STANDBY = 5.0  # seconds between tries for the lease while another process holds
 HOLD_FOR = dt.timedelta(seconds=60)
 RENEW_AFTER = 20.0
 TIMEOUT = 5.0
-
-
-# -- events (written by token health and the circuit, in their own transactions) -----------------
-
-
-def tenant_failing(session: Session, now: dt.datetime, app: str, tenant: str | None,
-                   tenant_id: str | None, reason: str, since: dt.datetime) -> None:  # fmt: skip
-    who = f"{app}/{tenant}" if tenant else app
-    action = attention.ACTIONS.get(reason, attention.DEFAULT_ACTION)
-    text = f"{who} cannot get a token: the token endpoint answered {reason}; {action}."
-    data = {
-        "app": app,
-        "tenant": tenant,
-        "tenant_id": tenant_id,
-        "reason": reason,
-        "since": _iso(since),
-    }
-    outbox.add(session, now, "tenant.token_failing", data, text)
-
-
-def tenant_recovered(session: Session, now: dt.datetime, app: str, tenant: str | None,
-                     tenant_id: str | None, since: dt.datetime) -> None:  # fmt: skip
-    who = f"{app}/{tenant}" if tenant else app
-    text = f"{who} gets tokens again (it had failed since {since:%Y-%m-%d %H:%M} UTC)."
-    data = {"app": app, "tenant": tenant, "tenant_id": tenant_id, "failing_since": _iso(since)}
-    outbox.add(session, now, "tenant.token_recovered", data, text)
-
-
-def circuit_opened(session: Session, now: dt.datetime, host: str, failures: int, last: str) -> None:
-    text = (f"Token requests to {host} are paused: the circuit opened after {failures} failures "
-            f"(last: {last}); cached tokens are still served.")  # fmt: skip
-    outbox.add(session, now, "upstream.circuit_opened", {"host": host}, text)
-
-
-def circuit_closed(session: Session, now: dt.datetime, host: str) -> None:
-    text = f"Token requests to {host} flow again: the circuit closed."
-    outbox.add(session, now, "upstream.circuit_closed", {"host": host}, text)
-
-
-def _iso(value: dt.datetime) -> str:
-    return value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
 
 
 # -- signing ---------------------------------------------------------------------------------------

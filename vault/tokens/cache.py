@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import hashlib
-import hmac
 import logging
 import threading
 from collections import OrderedDict
@@ -25,55 +24,13 @@ from vault.errors import DecryptionError
 from vault.freshness import UNCACHED, Snapshot
 from vault.keyring.crypto import Keyring, context
 from vault.models import CachedToken
+from vault.upstream.client import AS_GOOD_AS_NEW as AS_GOOD_AS_NEW  # re-exported: the cache's
+from vault.upstream.client import Cached as Cached  # value type, made by the exchange
 
 LOCAL_ENTRIES = 10_000
-AS_GOOD_AS_NEW = 10  # seconds
 EVICT_EVERY = dt.timedelta(seconds=10)  # at most one stale_token eviction per key in this time
 SWEEP_EVERY = dt.timedelta(seconds=60)  # between sweeps started by one process
 log = logging.getLogger("delegation_vault.tokens")
-
-
-@dataclasses.dataclass(frozen=True)
-class Cached:
-    """A token as served: the plaintext, and the ciphertext of the shared row it came from."""
-
-    access_token: str
-    token_type: str
-    scope: str
-    expires_at: dt.datetime
-    obtained_at: dt.datetime
-    sealed: str = ""  # the ciphertext in the shared row: tells whether this copy is current
-
-    def left(self, now: dt.datetime) -> float:
-        return (self.expires_at - now).total_seconds()
-
-    def margin(self, margin: int) -> float:
-        """The refresh margin for this token: the configured one, capped at half its lifetime."""
-        return min(margin, (self.expires_at - self.obtained_at).total_seconds() / 2)
-
-    def meets(self, now: dt.datetime, min_ttl: int) -> bool:
-        """More than ``min_ttl`` seconds left, or as close to it as a new token would come.
-
-        A min_ttl the vendor's lifetime cannot meet is met as well as a new token would: a token
-        obtained in the last ``AS_GOOD_AS_NEW`` seconds serves, rather than one upstream call
-        per request (which would soon meet a rate limit and open the circuit for everyone).
-        """
-        lifetime = (self.expires_at - self.obtained_at).total_seconds()
-        as_new = lifetime - min(AS_GOOD_AS_NEW, lifetime / 2)
-        return self.left(now) > max(0.0, min(min_ttl, as_new))
-
-    def due(self, now: dt.datetime, margin: int, spread: float = 0.0) -> bool:
-        """Inside its refresh margin; ``spread`` in [0, 1) moves the start up to a tenth later."""
-        return self.left(now) <= self.margin(margin) * (1 - spread / 10)
-
-    def same(self, presented: str | None) -> bool:
-        """Whether ``presented`` is this token (constant time)."""
-        return presented is not None and hmac.compare_digest(
-            self.access_token.encode(), presented.encode()
-        )
-
-    def __repr__(self) -> str:  # never print the token
-        return f"Cached(expires_at={self.expires_at.isoformat()})"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -8,16 +8,19 @@ discarded, nothing is stored, and an open circuit does not stop an operator from
 from __future__ import annotations
 
 import dataclasses
+from typing import TYPE_CHECKING
 
 from sqlalchemy.orm import Session
 
 from vault.callers.keys import Caller
 from vault.errors import UpstreamRejected, UpstreamUnavailable, VaultError
 from vault.models import Role
-from vault.runtime import Runtime
 from vault.tokens import service as tokens
 from vault.upstream import client_auth, exchange
 from vault.upstream.client import Upstream
+
+if TYPE_CHECKING:
+    from vault.runtime import Runtime  # handed in by the caller: named for the type checker only
 
 OPERATOR = Caller(name="apps test", role=Role.OPERATOR, apps=(), tenants=())
 CREDENTIAL = (

@@ -4,13 +4,16 @@ in the background; and the sweep of expired rows that storing sets off."""
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from sqlalchemy.orm import Session
 
-from vault.runtime import Runtime
 from vault.tokens import cache_bounds
 from vault.tokens.cache import Cached, Slot
 from vault.upstream.exchange import Wanted, fetch
+
+if TYPE_CHECKING:
+    from vault.runtime import Runtime  # handed in by the caller: named for the type checker only
 
 log = logging.getLogger("delegation_vault.tokens")
 

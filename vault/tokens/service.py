@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from typing import TYPE_CHECKING
 
 from sqlalchemy.orm import Session
 
@@ -28,12 +29,14 @@ from vault.errors import (
 )
 from vault.freshness import UNCACHED, Snapshot
 from vault.models import Grant, State
-from vault.runtime import Runtime
 from vault.scopes import normalise_scope, within
 from vault.tokens import cache_bounds
 from vault.tokens.cache import Cached, Slot
 from vault.tokens.refresh import fetch_and_store, refresh_if_due
 from vault.upstream.exchange import Wanted
+
+if TYPE_CHECKING:
+    from vault.runtime import Runtime  # handed in by the caller: named for the type checker only
 
 log = logging.getLogger("delegation_vault.tokens")
 

@@ -19,7 +19,7 @@ from vault import rows
 from vault.db import reading, writing
 from vault.errors import UpstreamUnavailable
 from vault.models import UpstreamHealth
-from vault.ops import notify
+from vault.upstream import events
 
 THRESHOLD = 5
 OPEN_FOR = dt.timedelta(seconds=30)
@@ -55,7 +55,7 @@ def admit(session: Session, host: str, now: dt.datetime) -> None:
 def succeeded(session: Session, host: str, now: dt.datetime, latency_ms: float) -> None:
     def change(h: UpstreamHealth) -> None:
         if h.circuit_open_until is not None:
-            notify.circuit_closed(session, now, host)
+            events.circuit_closed(session, now, host)
         h.last_success_at, h.consecutive_failures, h.circuit_open_until = now, 0, None
         h.latencies_ms = [*(h.latencies_ms or [])[-(LATENCIES_KEPT - 1) :], round(latency_ms, 1)]
 
@@ -71,12 +71,12 @@ def failed(session: Session, host: str, now: dt.datetime, code: str, *, counts: 
             h.consecutive_failures = (h.consecutive_failures or 0) + 1
             if h.consecutive_failures >= THRESHOLD:
                 if h.circuit_open_until is None:  # a failed probe re-opens: no new event
-                    notify.circuit_opened(session, now, host, h.consecutive_failures, code)
+                    events.circuit_opened(session, now, host, h.consecutive_failures, code)
                 h.circuit_open_until = now + OPEN_FOR
         elif h.circuit_open_until is not None:
             # A probe that met an OAuth error reached a working endpoint: close the circuit.
             h.consecutive_failures, h.circuit_open_until = 0, None
-            notify.circuit_closed(session, now, host)
+            events.circuit_closed(session, now, host)
 
     _record(session, host, change)
 

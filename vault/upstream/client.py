@@ -17,8 +17,10 @@ A TLS failure (an untrusted certificate, a failed handshake) is a network error 
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import email.utils
 import hashlib
+import hmac
 import json
 import logging
 import math
@@ -35,18 +37,18 @@ from urllib.parse import quote
 import httpx
 
 from vault import metrics
-from vault.apps.registry import validate_token_url
 from vault.errors import OperationalError, UpstreamRejected, UpstreamUnavailable
 from vault.models import App
 from vault.settings import Settings
 from vault.upstream.client_auth import AUTH_METHODS, CERTIFICATE_METHODS, Credential, tls_context
-from vault.upstream.guards import refuse_dot_segment
+from vault.upstream.guards import refuse_dot_segment, validate_token_url
 
 DEADLINE = 9.0  # seconds for all tries of one request, below the callers' usual 10 s
 BACKOFF_BASE, BACKOFF_CAP = 0.2, 2.0
 MAX_RESPONSE = 64 * 1024
 RETRY_AFTER_CAP = 60.0
 THROTTLE_HINT = 10  # seconds to hold back after a 429 that named no Retry-After
+AS_GOOD_AS_NEW = 10  # seconds (see Cached.meets)
 CERTIFICATE_CLIENTS = 64  # connection pools kept for apps that present a client certificate
 OAUTH_ERROR = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 log = logging.getLogger("delegation_vault.upstream")
@@ -90,6 +92,49 @@ class Token:
 
     def __repr__(self) -> str:  # never print the token
         return f"Token(token_type={self.token_type!r}, expires_in={self.expires_in})"
+
+
+@dataclasses.dataclass(frozen=True)
+class Cached:
+    """A token as served: the plaintext, and the ciphertext of the shared row it came from."""
+
+    access_token: str
+    token_type: str
+    scope: str
+    expires_at: dt.datetime
+    obtained_at: dt.datetime
+    sealed: str = ""  # the ciphertext in the shared row: tells whether this copy is current
+
+    def left(self, now: dt.datetime) -> float:
+        return (self.expires_at - now).total_seconds()
+
+    def margin(self, margin: int) -> float:
+        """The refresh margin for this token: the configured one, capped at half its lifetime."""
+        return min(margin, (self.expires_at - self.obtained_at).total_seconds() / 2)
+
+    def meets(self, now: dt.datetime, min_ttl: int) -> bool:
+        """More than ``min_ttl`` seconds left, or as close to it as a new token would come.
+
+        A min_ttl the vendor's lifetime cannot meet is met as well as a new token would: a token
+        obtained in the last ``AS_GOOD_AS_NEW`` seconds serves, rather than one upstream call
+        per request (which would soon meet a rate limit and open the circuit for everyone).
+        """
+        lifetime = (self.expires_at - self.obtained_at).total_seconds()
+        as_new = lifetime - min(AS_GOOD_AS_NEW, lifetime / 2)
+        return self.left(now) > max(0.0, min(min_ttl, as_new))
+
+    def due(self, now: dt.datetime, margin: int, spread: float = 0.0) -> bool:
+        """Inside its refresh margin; ``spread`` in [0, 1) moves the start up to a tenth later."""
+        return self.left(now) <= self.margin(margin) * (1 - spread / 10)
+
+    def same(self, presented: str | None) -> bool:
+        """Whether ``presented`` is this token (constant time)."""
+        return presented is not None and hmac.compare_digest(
+            self.access_token.encode(), presented.encode()
+        )
+
+    def __repr__(self) -> str:  # never print the token
+        return f"Cached(expires_at={self.expires_at.isoformat()})"
 
 
 class Transient(Exception):

@@ -6,17 +6,19 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import time
+from typing import TYPE_CHECKING
 
 from sqlalchemy.orm import Session
 
 from vault.db import reading
 from vault.errors import UnknownApp, UpstreamRejected, UpstreamUnavailable
 from vault.models import App
-from vault.runtime import Runtime
-from vault.tokens.cache import Cached
 from vault.upstream import circuit, client_auth, throttle, token_health
-from vault.upstream.client import TokenRequest, host, request_for
+from vault.upstream.client import Cached, TokenRequest, host, request_for
 from vault.upstream.client_auth import Credential
+
+if TYPE_CHECKING:
+    from vault.runtime import Runtime  # handed in by the caller: named for the type checker only
 
 
 @dataclasses.dataclass(frozen=True)

@@ -22,7 +22,7 @@ from vault import metrics, rows
 from vault.clock import Clock
 from vault.errors import UpstreamRejected, UpstreamUnavailable
 from vault.models import App, Delegation, State, TokenHealth
-from vault.ops import notify
+from vault.upstream import events
 from vault.upstream.client import TokenRequest, host
 
 T = TypeVar("T")
@@ -112,7 +112,7 @@ def record(
         was_failing = row.failing_since
         if failure is None:
             if row.failing_notified and was_failing is not None:
-                notify.tenant_recovered(session, now, subject.app.slug, subject.tenant,
+                events.tenant_recovered(session, now, subject.app.slug, subject.tenant,
                                         subject.tenant_id, was_failing)  # fmt: skip
             row.last_success_at, row.failing_since, row.consecutive_failures = now, None, 0
             row.failing_notified = False
@@ -123,7 +123,7 @@ def record(
         row.consecutive_failures = (row.consecutive_failures or 0) + 1
         row.failing_since = row.failing_since or now
         if not row.failing_notified and failure.reason not in HOST_WIDE:
-            notify.tenant_failing(session, now, subject.app.slug, subject.tenant,
+            events.tenant_failing(session, now, subject.app.slug, subject.tenant,
                                   subject.tenant_id, failure.reason, row.failing_since)  # fmt: skip
             row.failing_notified = True
         return None if was_failing is not None else "failing"
