@@ -22,7 +22,8 @@ from tests.support import postgres
 from tests.support.clock import FrozenClock
 from vault import migrate
 from vault.db import make_engine
-from vault.keyring.crypto import Keyring, new_key_entry, parse_keyring
+from vault.keyring.crypto import Keyring, parse_keyring
+from vault.keyring.entries import new_key_entry
 from vault.runtime import Runtime, ensure_key_check
 from vault.settings import Settings
 

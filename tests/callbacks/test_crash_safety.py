@@ -25,7 +25,8 @@ from sqlalchemy import func, select, text
 from tests.support import service
 from tests.support.builders import delegation_body, register_app, signed
 from tests.support.ports import free_port
-from vault.keyring.crypto import new_key_entry, parse_keyring
+from vault.keyring.crypto import parse_keyring
+from vault.keyring.entries import new_key_entry
 from vault.models import DelegationHistory, ProcessedRequest
 from vault.runtime import Runtime, ensure_key_check
 from vault.settings import Settings

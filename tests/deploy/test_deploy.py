@@ -24,7 +24,8 @@ from tests.support.builders import create_key, register_app
 from tests.support.ports import free_port
 from vault import migrate
 from vault.db import make_engine
-from vault.keyring.crypto import new_key_entry, parse_keyring
+from vault.keyring.crypto import parse_keyring
+from vault.keyring.entries import new_key_entry
 from vault.runtime import Runtime, ensure_key_check
 from vault.settings import Settings
 

@@ -18,7 +18,7 @@ from tests.support.builders import (
     delegation_body,
     signed,
 )
-from vault.keyring.crypto import new_key_entry
+from vault.keyring.entries import new_key_entry
 
 pytestmark = pytest.mark.slow
 CLEAN = {"DV_KEYS": "", "DV_KEYS_FILE": "", "DATABASE_URL": "", "DV_ENV": "", "PORT": ""}

@@ -19,7 +19,8 @@ from app import create_app
 from app.cli import cli
 from tests.support.builders import TENANT, VENDOR_APP_ID, delegation_body, lifecycle_body, signed
 from tests.support.oauth_server import Reply, TokenServer
-from vault.keyring.crypto import new_key_entry, parse_keyring
+from vault.keyring.crypto import parse_keyring
+from vault.keyring.entries import new_key_entry
 from vault.runtime import Runtime
 from vault.settings import Settings
 

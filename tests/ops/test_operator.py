@@ -11,7 +11,8 @@ from sqlalchemy import create_engine, text
 
 from tests.support.builders import create_key
 from vault.db import make_sessionmaker
-from vault.keyring.crypto import new_key_entry, parse_keyring
+from vault.keyring.crypto import parse_keyring
+from vault.keyring.entries import new_key_entry
 from vault.runtime import Runtime
 
 

@@ -76,7 +76,8 @@ def test_all_is_well_when_nothing_needs_attention(
 def test_attention_lists_open_circuits_rejections_old_keys_and_disabled_tenants(
     client: FlaskClient, runtime: Runtime, operator: dict[str, str], clock: FrozenClock
 ) -> None:
-    from vault.keyring.crypto import new_key_entry, parse_keyring
+    from vault.keyring.crypto import parse_keyring
+    from vault.keyring.entries import new_key_entry
 
     with runtime.session() as session:
         session.add(UpstreamHealth(host="auth.example.com", consecutive_failures=5, last_error="http_503",

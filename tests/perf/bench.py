@@ -43,7 +43,8 @@ from vault.apps import registry as apps
 from vault.callbacks.signatures import sign
 from vault.clock import iso
 from vault.freshness import PROBES
-from vault.keyring.crypto import new_key_entry, parse_keyring
+from vault.keyring.crypto import parse_keyring
+from vault.keyring.entries import new_key_entry
 from vault.keyring.sealing import row_aad
 from vault.models import Delegation, ProcessedRequest
 from vault.runtime import Runtime, ensure_key_check

@@ -28,7 +28,8 @@ from vault.callbacks.payloads import Kind, parse_callback
 from vault.clock import utcnow
 from vault.db import make_engine
 from vault.history import chain
-from vault.keyring.crypto import new_key_entry, parse_keyring
+from vault.keyring.crypto import parse_keyring
+from vault.keyring.entries import new_key_entry
 from vault.models import Delegation, DelegationHistory
 from vault.runtime import Runtime
 from vault.settings import Settings

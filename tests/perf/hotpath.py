@@ -33,7 +33,7 @@ from typing import Any
 
 from tests.perf import bench
 from tests.support import builders, oauth_server
-from vault.keyring.crypto import new_key_entry
+from vault.keyring.entries import new_key_entry
 
 App = Callable[[dict[str, Any], Callable[..., Any]], Any]
 

@@ -20,7 +20,8 @@ from unittest import mock
 
 from tests.support import kms, service, softhsm
 from tests.support.ports import free_port
-from vault.keyring.crypto import load_keyring, new_key_entry
+from vault.keyring.crypto import load_keyring
+from vault.keyring.entries import new_key_entry
 from vault.keyring.wrapping import new_entry
 from vault.settings import Settings
 

@@ -12,14 +12,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from vault.errors import DecryptionError, KeyringError
-from vault.keyring.crypto import (
-    Keyring,
-    context,
-    key_id_of,
-    load_keyring,
-    new_key_entry,
-    parse_keyring,
-)
+from vault.keyring.crypto import Keyring, context, key_id_of, load_keyring, parse_keyring
+from vault.keyring.entries import new_key_entry
 from vault.settings import Settings
 
 KEYRING = parse_keyring([new_key_entry("a1")])

@@ -32,7 +32,8 @@ from vault.callbacks import service as callbacks
 from vault.callbacks.payloads import Kind, parse_callback
 from vault.errors import KeyringError
 from vault.history import chain, verification
-from vault.keyring.crypto import Keyring, new_key_entry, parse_keyring
+from vault.keyring.crypto import Keyring, parse_keyring
+from vault.keyring.entries import new_key_entry
 from vault.models import DelegationHistory, HistoryVerification
 from vault.runtime import Runtime
 

@@ -29,7 +29,7 @@ from tests.support.builders import (
 from tests.support.oauth_server import TokenServer, serving
 from tests.support.ports import free_port
 from vault.keyring import wrapping
-from vault.keyring.crypto import new_key_entry
+from vault.keyring.entries import new_key_entry
 from vault.settings import Settings
 
 pytestmark = pytest.mark.slow

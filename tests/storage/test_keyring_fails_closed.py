@@ -32,7 +32,8 @@ from tests.support.clock import FrozenClock
 from tests.support.oauth_server import TokenServer
 from tests.support.token_fixtures import CONFIG, TOKEN, ask, deliver
 from vault.keyring import gaps as keyring_gaps
-from vault.keyring.crypto import Keyring, new_key_entry
+from vault.keyring.crypto import Keyring
+from vault.keyring.entries import new_key_entry
 from vault.models import Delegation, DelegationHistory
 from vault.runtime import Runtime
 

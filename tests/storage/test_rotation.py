@@ -21,7 +21,8 @@ from vault.apps import delegations
 from vault.apps import registry as apps
 from vault.errors import DecryptionError
 from vault.keyring import rotation
-from vault.keyring.crypto import Keyring, new_key_entry, parse_keyring
+from vault.keyring.crypto import Keyring, parse_keyring
+from vault.keyring.entries import new_key_entry
 from vault.runtime import Runtime
 
 A, B = new_key_entry("keyA"), new_key_entry("keyB")

@@ -10,7 +10,8 @@ from click.testing import CliRunner, Result
 
 from app.cli import cli
 from tests.support.builders import CLIENT_SECRET, SIGNING_SECRET, VENDOR_APP_ID
-from vault.keyring.crypto import new_key_entry, parse_keyring
+from vault.keyring.crypto import parse_keyring
+from vault.keyring.entries import new_key_entry
 from vault.runtime import Runtime
 from vault.settings import Settings
 

@@ -16,7 +16,8 @@ from tests.ops.test_browser import CHROMIUM, CHROMIUM_ARGS
 from tests.support import demo, live_server
 from vault import migrate
 from vault.db import make_engine
-from vault.keyring.crypto import new_key_entry, parse_keyring
+from vault.keyring.crypto import parse_keyring
+from vault.keyring.entries import new_key_entry
 from vault.runtime import Runtime, ensure_key_check
 from vault.settings import Settings
 

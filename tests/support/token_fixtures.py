@@ -15,7 +15,8 @@ from tests.support import service
 from tests.support.builders import create_key, delegation_body, register_app, signed
 from tests.support.clock import FrozenClock
 from tests.support.oauth_server import TokenServer, serving
-from vault.keyring.crypto import new_key_entry, parse_keyring
+from vault.keyring.crypto import parse_keyring
+from vault.keyring.entries import new_key_entry
 from vault.runtime import Runtime, ensure_key_check
 from vault.settings import Settings
 

@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING
 from sqlalchemy.orm import Session
 
 from vault.tokens import cache_bounds
-from vault.tokens.cache import Cached, Slot
+from vault.tokens.cache import Slot
+from vault.upstream.client import Cached
 from vault.upstream.exchange import Wanted, fetch
 
 if TYPE_CHECKING:

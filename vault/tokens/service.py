@@ -31,8 +31,9 @@ from vault.freshness import UNCACHED, Snapshot
 from vault.models import Grant, State
 from vault.scopes import normalise_scope, within
 from vault.tokens import cache_bounds
-from vault.tokens.cache import Cached, Slot
+from vault.tokens.cache import Slot
 from vault.tokens.refresh import fetch_and_store, refresh_if_due
+from vault.upstream.client import Cached
 from vault.upstream.exchange import Wanted
 
 if TYPE_CHECKING:
