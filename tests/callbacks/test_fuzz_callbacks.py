@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from tests.support.builders import delegation_body, lifecycle_body, register_app, signed
 from tests.support.clock import FrozenClock
+from tests.support.fuzz import HEADER_VALUES, JSON
 from vault.runtime import Runtime
 
 FUZZ = settings(
@@ -38,14 +39,6 @@ CONTRACT = {
     413: {"payload_too_large"},
     422: {"invalid_payload"},
 }
-JSON = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=40),
-    lambda children: (
-        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4)
-    ),
-    max_leaves=12,
-)
-HEADER_VALUES = st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=80)
 
 
 @pytest.fixture(autouse=True)

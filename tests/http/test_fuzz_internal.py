@@ -10,7 +10,7 @@ from flask.testing import FlaskClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.callbacks.test_fuzz_callbacks import HEADER_VALUES, JSON
+from tests.support.fuzz import HEADER_VALUES, JSON
 
 pytestmark = pytest.mark.usefixtures("delegated")
 FUZZ = settings(

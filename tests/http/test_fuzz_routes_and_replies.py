@@ -19,8 +19,8 @@ from hypothesis import strategies as st
 from schemathesis import GenerationMode
 
 from app import create_app
-from tests.callbacks.test_fuzz_callbacks import JSON
 from tests.support.builders import create_key, register_app
+from tests.support.fuzz import JSON
 from tests.support.oauth_server import Reply, TokenServer, serving
 from vault.errors import UpstreamRejected, UpstreamUnavailable
 from vault.keyring.crypto import Keyring

@@ -11,16 +11,11 @@ import pytest
 
 from app import create_app
 from tests.support import demo, live_server
+from tests.support.browser import CHROMIUM, CHROMIUM_ARGS
 from tests.support.builders import CLIENT_SECRET, SIGNING_SECRET
 from vault.runtime import Runtime
 
 pytestmark = pytest.mark.browser
-CHROMIUM = Path("/usr/bin/chromium")
-# As root in a container, and on a closed network: no sandbox, no background traffic.
-CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]  # fmt: skip
 
 
 def _playwright() -> Any:

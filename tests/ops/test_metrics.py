@@ -7,10 +7,10 @@ import datetime as dt
 
 import pytest
 from flask.testing import FlaskClient
-from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.builders import create_key, lifecycle_body
 from tests.support.clock import FrozenClock
+from tests.support.metrics import scrape, value
 from tests.support.oauth_server import Reply, TokenServer
 from tests.support.token_fixtures import LIFECYCLE, TOKEN, ask, deliver
 from vault.runtime import Runtime
@@ -22,19 +22,6 @@ pytestmark = pytest.mark.usefixtures("delegated")
 @pytest.fixture
 def operator(runtime: Runtime) -> dict[str, str]:
     return {"Authorization": f"Bearer {create_key(runtime, 'ops', role='operator')}"}
-
-
-def scrape(client: FlaskClient, operator: dict[str, str]) -> dict[tuple[str, frozenset], float]:
-    text = client.get("/metrics", headers=operator).get_data(as_text=True)
-    return {
-        (s.name, frozenset(s.labels.items())): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
-
-
-def value(samples: dict[tuple[str, frozenset], float], name: str, /, **labels: str) -> float:
-    return samples.get((name, frozenset(labels.items())), 0.0)
 
 
 @pytest.mark.settings(upstream_max_attempts=1)

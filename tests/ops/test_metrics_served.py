@@ -8,8 +8,8 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.ops.test_metrics import value
 from tests.support import service
+from tests.support.metrics import value
 from tests.support.oauth_server import Reply, TokenServer
 from tests.support.seeded import seed
 from tests.support.token_fixtures import TOKEN

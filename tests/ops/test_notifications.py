@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
-import secrets
 import threading
 
 import pytest
@@ -16,7 +15,7 @@ from standardwebhooks import Webhook
 
 from tests.support.clock import FrozenClock
 from tests.support.oauth_server import Reply, TokenServer
-from tests.support.receiver import receiving
+from tests.support.receiver import SECRET, receiving
 from tests.support.token_fixtures import ask
 from vault import outbox
 from vault.errors import ConfigError
@@ -25,8 +24,6 @@ from vault.ops import notify
 from vault.runtime import Runtime
 from vault.settings import Settings
 from vault.upstream import circuit
-
-SECRET = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
 
 
 def events(runtime: Runtime) -> list[Notification]:
@@ -174,7 +171,7 @@ def test_a_receiver_that_does_not_answer_never_holds_up_token_requests(
 def test_a_host_wide_outage_is_announced_by_the_circuit_not_per_tenant(
     runtime: Runtime, clock: FrozenClock, zendesk: None
 ) -> None:
-    from tests.upstream.test_token_health import Subject
+    from tests.support.token_fixtures import Subject
     from vault.apps import registry as apps
     from vault.upstream import token_health
 

@@ -13,12 +13,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from standardwebhooks import Webhook
 
-from tests.ops.test_notifications import SECRET
 from tests.support import service
 from tests.support.builders import USER
 from tests.support.oauth_server import Reply, TokenServer
 from tests.support.ports import free_port
-from tests.support.receiver import Received, receiving
+from tests.support.receiver import SECRET, Received, receiving
 from tests.support.seeded import seed
 from tests.support.token_fixtures import TOKEN
 from vault.db import make_engine

@@ -12,8 +12,8 @@ from pathlib import Path
 from playwright.sync_api import sync_playwright
 
 from app import create_app
-from tests.ops.test_browser import CHROMIUM, CHROMIUM_ARGS
 from tests.support import demo, live_server
+from tests.support.browser import CHROMIUM, CHROMIUM_ARGS
 from vault import migrate
 from vault.db import make_engine
 from vault.keyring.crypto import parse_keyring

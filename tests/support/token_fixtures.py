@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +18,7 @@ from tests.support.clock import FrozenClock
 from tests.support.oauth_server import TokenServer, serving
 from vault.keyring.crypto import parse_keyring
 from vault.keyring.entries import new_key_entry
+from vault.models import App
 from vault.runtime import Runtime, ensure_key_check
 from vault.settings import Settings
 
@@ -85,3 +87,12 @@ def shared(
         "PROMETHEUS_MULTIPROC_DIR": str(service.metrics_dir(tmp_path)),
     }
     yield env, key
+
+
+@dataclasses.dataclass(frozen=True)
+class Subject:
+    """Whose token health is recorded: an app, and a tenant of it."""
+
+    app: App
+    tenant: str | None
+    tenant_id: str | None

@@ -10,10 +10,10 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from tests.ops.test_metrics import scrape, value
 from tests.support import access_lines
 from tests.support.builders import create_key, lifecycle_body
 from tests.support.clock import FrozenClock
+from tests.support.metrics import scrape, value
 from tests.support.token_fixtures import LIFECYCLE, TOKEN, ask, deliver
 from vault.callers import keys
 from vault.db import writing

@@ -3,17 +3,15 @@ circuit refuses it), never on a cache hit; a success clears the failure."""
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
 from tests.support.clock import FrozenClock
 from tests.support.oauth_server import Reply, TokenServer
-from tests.support.token_fixtures import ask
+from tests.support.token_fixtures import Subject, ask
 from vault.apps import registry as apps
-from vault.models import App, TokenHealth
+from vault.models import TokenHealth
 from vault.runtime import Runtime
 from vault.upstream import circuit, token_health
 
@@ -89,13 +87,6 @@ def test_a_cache_hit_writes_nothing(
     clock.advance(60)
     assert ask(client, key).json["source"] == "cache"
     assert health(runtime).last_success_at == first
-
-
-@dataclasses.dataclass(frozen=True)
-class Subject:
-    app: App
-    tenant: str | None
-    tenant_id: str | None
 
 
 def test_failing_begins_once_and_ends_once_whatever_the_number_of_failures(
