@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from vault.settings import (
+    MAX_BODY as MAX_BODY,  # the one limit: every route, both callbacks' checks
+)
+
 if TYPE_CHECKING:
     from flask import Flask
 
     from vault.runtime import Runtime
     from vault.settings import Settings
-
-MAX_BODY = 64 * 1024
 
 
 def create_app(settings: Settings | None = None, runtime: Runtime | None = None) -> Flask:
@@ -19,7 +21,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     # Prometheus' multi-process directory before anything imports the metrics.
     from flask import Flask
 
-    from app import bodies, callbacks, db, errors, hits, internal, logs, operator
+    from app import bodies, callbacks, db, errors, hits, internal, logs, operator, proxy
     from vault.ops import notify
     from vault.runtime import Runtime
     from vault.settings import Settings
@@ -36,9 +38,12 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.register_blueprint(callbacks.bp, url_prefix="/api/v1/applications")
     app.register_blueprint(internal.bp, url_prefix="/internal/v1")
     app.register_blueprint(operator.bp)
-    # Inside out: cached-token hits, then the request id and access line, then body framing.
+    # The one middleware stack, whichever entry point serves the app (delegation-vault serve,
+    # gunicorn app.wsgi:app, tests). Inside out: cached-token hits, then the request id and access
+    # line, then body framing, then the client's address from a trusted proxy.
     app.wsgi_app = hits.CachedTokenHits(app.wsgi_app, runtime, MAX_BODY)  # type: ignore[method-assign]
     logs.init_app(app, runtime.settings)
     app.wsgi_app = bodies.BodyLimit(app.wsgi_app, MAX_BODY)  # type: ignore[method-assign]
+    app.wsgi_app = proxy.ForwardedFor(app.wsgi_app, runtime.settings.forwarded_allow_ips)  # type: ignore[method-assign]
     notify.start(runtime)  # sends DV_NOTIFY_URL's events from a background thread, if set
     return app

@@ -97,7 +97,7 @@ def openapi() -> Response:
 def _gather() -> tuple[status.Status, status.TenantFilter]:
     tenants = _filter()
     rt = runtime()
-    return status.gather(session(), rt.keyring, rt.clock(), tenants), tenants
+    return status.gather(session(), rt.keyring, rt.clock(), tenants, rt.key_counts), tenants
 
 
 def _filter() -> status.TenantFilter:

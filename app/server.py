@@ -46,12 +46,11 @@ class Server(BaseApplication):  # type: ignore[misc]
     def load(self) -> Any:
         # Each worker builds its own app after the fork: no database connection is shared.
         from app import create_app
-        from app.proxy import ForwardedFor
         from vault.runtime import Runtime
 
         # The keyring comes unwrapped from before the fork: no worker asks the HSM or KMS.
         runtime = Runtime.build(self.settings, keyring=self.keyring)
-        return ForwardedFor(create_app(runtime=runtime), self.options["forwarded_allow_ips"])
+        return create_app(runtime=runtime)  # ForwardedFor included, as for every entry point
 
 
 def _when_ready(arbiter: Any) -> None:
@@ -78,6 +77,6 @@ def run(
         "child_exit": _child_exit,
         "when_ready": _when_ready,
         "proc_name": "delegation-vault",
-        "forwarded_allow_ips": os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1"),
+        "forwarded_allow_ips": settings.forwarded_allow_ips,
     }
     Server(settings, options, keyring).run()

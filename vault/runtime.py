@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import math
 from typing import Any, Protocol
 
 import httpx
@@ -17,6 +18,7 @@ from vault.db import make_engine, make_sessionmaker, writing
 from vault.errors import KeyringError
 from vault.freshness import Reads
 from vault.keyring.crypto import Keyring, load_keyring
+from vault.keyring.gaps import Census
 from vault.models import KeyCheck
 from vault.settings import Settings
 from vault.tokens.background import Background
@@ -36,6 +38,15 @@ class Started:
     notifier: Closeable | None = None
 
 
+@dataclasses.dataclass
+class Memo:
+    """A figure this process reuses for a while (the status page's values per key id): when it
+    was computed (``time.monotonic()``) and what it was."""
+
+    at: float = -math.inf
+    value: Any = None
+
+
 @dataclasses.dataclass(frozen=True)
 class Runtime:
     """Built once per process: the settings, the keyring, the database, and the services that
@@ -53,6 +64,8 @@ class Runtime:
     locks: KeyLocks
     upstream: Upstream
     background: Background  # refreshes ahead of expiry, sweeps of expired cache rows
+    census: Census  # stored values under key ids the keyring lacks, recounted now and then
+    key_counts: Memo  # stored values per key id, for the status page
     started: Started = dataclasses.field(default_factory=Started)
 
     @classmethod
@@ -80,6 +93,8 @@ class Runtime:
             locks=KeyLocks(engine),
             upstream=Upstream(settings, transport=transport),
             background=Background(),
+            census=Census(),
+            key_counts=Memo(),
         )
 
     def replace(self, **changes: Any) -> Runtime:

@@ -24,11 +24,11 @@ from vault.history import chain
 from vault.keyring.crypto import Keyring
 from vault.keyring.sealing import row_aad
 from vault.models import Delegation, DelegationHistory, ProcessedRequest, State
+from vault.settings import MAX_BODY
 
 if TYPE_CHECKING:
     from vault.runtime import Runtime  # handed in by the caller: named for the type checker only
 
-MAX_BODY = 64 * 1024
 log = logging.getLogger("delegation_vault.callbacks")
 
 

@@ -4,11 +4,9 @@ and holds every key id that stored values use."""
 from __future__ import annotations
 
 import dataclasses
-import threading
-import weakref
 from typing import Any
 
-from sqlalchemy import Engine, text
+from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -46,17 +44,9 @@ def readiness(runtime: Runtime) -> list[Check]:
     ]
 
 
-_censuses: weakref.WeakKeyDictionary[Engine, Census] = weakref.WeakKeyDictionary()
-_create = threading.Lock()
-
-
 def census(runtime: Runtime) -> Census:
-    """The process's count of stored values under missing key ids, one per database engine."""
-    with _create:
-        found = _censuses.get(runtime.engine)
-        if found is None:
-            found = _censuses[runtime.engine] = Census()
-        return found
+    """The process's count of stored values under missing key ids (kept by the runtime)."""
+    return runtime.census
 
 
 def _keyring(runtime: Runtime, session: Session) -> Check:

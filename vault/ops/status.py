@@ -40,6 +40,7 @@ from vault.ops.status_parts import (
     keys_section,
     percentiles,
 )
+from vault.runtime import Memo
 from vault.upstream import circuit, token_health
 
 PAGE_SIZE = 50
@@ -74,8 +75,15 @@ class Status:
         return {"attention": items, **_jsonable(dataclasses.asdict(self.sections))}
 
 
-def gather(session: Session, keyring: Keyring, now: dt.datetime, tenants: TenantFilter) -> Status:
-    """Everything the page shows, attention items first."""
+def gather(
+    session: Session,
+    keyring: Keyring,
+    now: dt.datetime,
+    tenants: TenantFilter,
+    counts: Memo | None = None,
+) -> Status:
+    """Everything the page shows, attention items first (``counts``: the runtime's memo of
+    values per key id)."""
     sections = Sections(
         generated_at=now,
         apps=_apps(session, now),
@@ -84,7 +92,7 @@ def gather(session: Session, keyring: Keyring, now: dt.datetime, tenants: Tenant
         rejections=_rejections(session, now),
         tokens=Tokens(*cached_entries(session, now)),
         upstreams=_upstreams(session, now),
-        keyring=keyring_section(session, keyring),
+        keyring=keyring_section(session, keyring, counts),
         keys=keys_section(session, now),
         needs_attention=_blocked(session),
         history=verification.status(session),

@@ -5,10 +5,9 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import time
-import weakref
 from typing import Any
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from vault.callbacks.rejections import Count, Recent
@@ -16,7 +15,7 @@ from vault.keyring import rotation
 from vault.keyring.crypto import Keyring
 from vault.models import App, CachedToken, Delegation, ServiceKey, State, TokenHealth
 from vault.ops.cert_expiry import Expiring
-from vault.runtime import key_check_problem
+from vault.runtime import Memo, key_check_problem
 
 TOKENS_SHOWN = 50
 
@@ -248,8 +247,9 @@ def keys_section(session: Session, now: dt.datetime) -> tuple[KeyRow, ...]:
     )
 
 
-def keyring_section(session: Session, keyring: Keyring) -> KeyringView:
-    rows = _rows_per_key(session)
+def keyring_section(session: Session, keyring: Keyring, counts: Memo | None = None) -> KeyringView:
+    """The keyring's section; ``counts`` (the runtime's) spares a recount for KEY_COUNT_TTL."""
+    rows = _rows_per_key(session, counts or Memo())
     return KeyringView(keyring.primary_id, tuple(keyring.key_ids), dict(sorted(rows.items())),
                        key_check_problem(keyring, session))  # fmt: skip
 
@@ -257,17 +257,11 @@ def keyring_section(session: Session, keyring: Keyring) -> KeyringView:
 # Counting every encrypted column scans whole tables (74 ms of a 200 ms page with 100,000
 # tenants, measured); the figure is informational, so each process recounts at most this often.
 KEY_COUNT_TTL = 30.0
-_key_counts: weakref.WeakKeyDictionary[Engine, tuple[float, dict[str, int]]] = (
-    weakref.WeakKeyDictionary()
-)
 
 
-def _rows_per_key(session: Session) -> dict[str, int]:
-    bind = session.get_bind()
-    engine = bind if isinstance(bind, Engine) else bind.engine
-    cached = _key_counts.get(engine)
-    if cached is not None and time.monotonic() - cached[0] < KEY_COUNT_TTL:
-        return cached[1]
+def _rows_per_key(session: Session, memo: Memo) -> dict[str, int]:
+    if time.monotonic() - memo.at < KEY_COUNT_TTL:
+        return dict(memo.value)
     counts = dict(rotation.rows_per_key(session))
-    _key_counts[engine] = (time.monotonic(), counts)
+    memo.at, memo.value = time.monotonic(), counts
     return counts

@@ -21,9 +21,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from vault.sandbox import callbacks
 from vault.sandbox.vendor import Reply, Vendor
+from vault.settings import MAX_BODY
 
 log = logging.getLogger(__name__)
-MAX_BODY = 64 * 1024
 
 
 @dataclasses.dataclass
