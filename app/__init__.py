@@ -21,7 +21,18 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     # Prometheus' multi-process directory before anything imports the metrics.
     from flask import Flask
 
-    from app import bodies, callbacks, db, errors, hits, internal, logs, operator, proxy
+    from app import (
+        bodies,
+        callbacks,
+        db,
+        errors,
+        hits,
+        internal,
+        logs,
+        operator,
+        proxy,
+        token_route,
+    )
     from vault.ops import notify
     from vault.runtime import Runtime
     from vault.settings import Settings
@@ -36,13 +47,13 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     db.init_app(app)
     errors.init_app(app)
     app.register_blueprint(callbacks.bp, url_prefix="/api/v1/applications")
-    app.register_blueprint(internal.bp, url_prefix="/internal/v1")
+    app.register_blueprint(internal.bp, url_prefix=token_route.PREFIX)
     app.register_blueprint(operator.bp)
     # The one middleware stack, whichever entry point serves the app (delegation-vault serve,
     # gunicorn app.wsgi:app, tests). Inside out: cached-token hits, then the request id and access
     # line, then body framing, then the client's address from a trusted proxy.
     app.wsgi_app = hits.CachedTokenHits(app.wsgi_app, runtime, MAX_BODY)  # type: ignore[method-assign]
-    logs.init_app(app, runtime.settings)
+    logs.init_app(app, runtime.settings, runtime.labelled)
     app.wsgi_app = bodies.BodyLimit(app.wsgi_app, MAX_BODY)  # type: ignore[method-assign]
     app.wsgi_app = proxy.ForwardedFor(app.wsgi_app, runtime.settings.forwarded_allow_ips)  # type: ignore[method-assign]
     notify.start(runtime)  # sends DV_NOTIFY_URL's events from a background thread, if set

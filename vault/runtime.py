@@ -19,6 +19,7 @@ from vault.errors import KeyringError
 from vault.freshness import Reads
 from vault.keyring.crypto import Keyring, load_keyring
 from vault.keyring.gaps import Census
+from vault.metrics import Labelled
 from vault.models import KeyCheck
 from vault.settings import Settings
 from vault.tokens.background import Background
@@ -66,6 +67,7 @@ class Runtime:
     background: Background  # refreshes ahead of expiry, sweeps of expired cache rows
     census: Census  # stored values under key ids the keyring lacks, recounted now and then
     key_counts: Memo  # stored values per key id, for the status page
+    labelled: Labelled  # the request metrics' children, one per label set
     started: Started = dataclasses.field(default_factory=Started)
 
     @classmethod
@@ -95,6 +97,7 @@ class Runtime:
             background=Background(),
             census=Census(),
             key_counts=Memo(),
+            labelled=Labelled(),
         )
 
     def replace(self, **changes: Any) -> Runtime:

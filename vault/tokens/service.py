@@ -107,28 +107,42 @@ def issue(
     nothing has been committed; the read under the shared lock is always fresh.
     """
     target = resolve(rt, session, caller, query, snapshot)
-    if not snapshot.live:
-        return _without_database(rt, target, query)
-    if query.stale_token and rt.tokens.evict(
-        session, rt.keyring, target.key, query.stale_token, rt.clock()
-    ):
-        snapshot = UNCACHED  # the memo may still hold the row this request just emptied
-    return _cached(rt, session, target, query.min_ttl, snapshot) or _miss(
-        rt, session, target, query.min_ttl
+    return _hit(rt, session, target, query, snapshot) or _beyond_hit(
+        rt, session, target, query, snapshot
     )
 
 
 def served_from_cache(
     rt: Runtime, session: Session, caller: Caller, query: TokenQuery, snapshot: Snapshot
 ) -> Issued | None:
-    """What ``issue`` answers when that is a cached token and nothing else: None when a stale
-    token is to be evicted, the database did not answer, or no cached token meets min_ttl.
-    Refusals raise as in ``issue``."""
+    """The first half of ``issue``: its answer when that is a plain cache hit, else None (a stale
+    token to evict, a database that did not answer, no cached token meeting min_ttl). Refusals
+    raise as in ``issue``."""
+    return _hit(rt, session, resolve(rt, session, caller, query, snapshot), query, snapshot)
+
+
+def _hit(
+    rt: Runtime, session: Session, target: Target, query: TokenQuery, snapshot: Snapshot
+) -> Issued | None:
+    """A cached token for a request with nothing to evict, while the database answers."""
     if query.stale_token or not snapshot.live:
         return None
-    return _cached(
-        rt, session, resolve(rt, session, caller, query, snapshot), query.min_ttl, snapshot
-    )
+    return _cached(rt, session, target, query.min_ttl, snapshot)
+
+
+def _beyond_hit(
+    rt: Runtime, session: Session, target: Target, query: TokenQuery, snapshot: Snapshot
+) -> Issued:
+    """The rest of ``issue``: the database down, a stale token reported, or a miss."""
+    if not snapshot.live:
+        return _without_database(rt, target, query)
+    if query.stale_token:
+        if rt.tokens.evict(session, rt.keyring, target.key, query.stale_token, rt.clock()):
+            snapshot = UNCACHED  # the memo may still hold the row this request just emptied
+        found = _cached(rt, session, target, query.min_ttl, snapshot)
+        if found is not None:
+            return found
+    return _miss(rt, session, target, query.min_ttl)
 
 
 def _cached(
