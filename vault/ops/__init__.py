@@ -1,1 +1,10 @@
-"""The operators' view: status page data, attention, readiness, gauges, notifications."""
+"""The operators' view: it may read every other package; the token and callback paths never import it.
+
+- ``status``, ``status_parts``: what the status page shows (``gather``, ``Status``), in sections.
+- ``attention``: what needs an operator, most severe first, a table of rules.
+- ``health``: readiness (``readiness``, ``census``) for /readyz.
+- ``gauges``: gauges of shared state, read from the database at scrape time.
+- ``cert_expiry``: client certificates that expire soon.
+- ``notify``: the sender (``start``, ``Notifier``) that delivers the outbox's events to
+  DV_NOTIFY_URL, signed per Standard Webhooks (``signed_headers``).
+"""
