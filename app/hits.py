@@ -69,7 +69,7 @@ class CachedTokenHits:
             snapshot = environ[SNAPSHOT] = rt.reads.begin()  # the view uses it if handed on
             presented = bearer(environ.get("HTTP_AUTHORIZATION", ""))
             caller = keys.authenticate(session, presented, rt.clock(), Role.SERVICE, snapshot)
-            query = token_route.query(environ.get("CONTENT_TYPE", ""), body)
+            query = token_route.parse(body)  # its Content-Type was checked: _sized_json_post
             issued = tokens.served_from_cache(rt, session, caller, query, snapshot)
         except Exception:  # the app meets the same refusal or failure, and answers it
             return None
@@ -77,8 +77,8 @@ class CachedTokenHits:
             lazy.close()
         if issued is None:
             return None
-        note(route=ROUTE, caller=caller.name, **token_route.asked(query))
-        note(**token_route.answered(rt.labelled, issued))
+        fields = token_route.asked(query) | token_route.answered(rt.labelled, issued)
+        note(route=ROUTE, caller=caller.name, **fields)
         return token_route.reply(issued, rt.clock())
 
 

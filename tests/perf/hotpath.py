@@ -1,6 +1,6 @@
 """Where a cached token request's time goes, without HTTP: the WSGI apps called directly.
 
-    python -m tests.perf.hotpath [--calls 4000] [--threads 1] [--profile]
+    python -m tests.perf.hotpath [--calls 4000] [--threads 1] [--cpu] [--profile]
 
 Times the floor and the service on the cached-token path (SQLite, one tenant): the hit as the
 service answers it (beneath Flask, app/hits.py) and the same hit through the Flask view; then
@@ -8,7 +8,8 @@ switches parts of the service off one after another and prints what each saved (
 the switches are monkeypatches in this process, never in the product). ``--profile`` prints cProfile's
 top functions by cumulative time instead. ``--threads 8`` calls from 8 threads at once and
 reports CPU time per call: the cost of contention for the interpreter lock, which one thread never
-meets. Medians of 7 batches; nothing here is asserted.
+meets. ``--cpu`` reports CPU time per call with one thread too: steadier than wall time on a
+loaded machine. Medians of 7 batches; nothing here is asserted.
 """
 
 from __future__ import annotations
@@ -99,7 +100,7 @@ def call(app: App, environ: dict[str, Any], body: bytes) -> str:
 
 
 def per_call_us(
-    app: App, environ: dict[str, Any], body: bytes, calls: int, threads: int = 1
+    app: App, environ: dict[str, Any], body: bytes, calls: int, threads: int = 1, cpu: bool = False
 ) -> float:
     """Median of 7 batches: wall time per call in one thread; with ``threads``, the process's CPU
     time per call while that many threads call at once (what gunicorn's gthread workers do)."""
@@ -111,7 +112,7 @@ def per_call_us(
             )
             for _ in range(threads)
         ]
-        clock = time.perf_counter if threads == 1 else time.process_time
+        clock = time.perf_counter if threads == 1 and not cpu else time.process_time
         started = clock()
         for worker in workers:
             worker.start()
@@ -142,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--threads", type=int, default=1, help="callers at once (above 1: CPU time per call)"
     )
+    parser.add_argument("--cpu", action="store_true", help="CPU time per call with one thread too")
     args = parser.parse_args(argv)
     n = args.threads
     from tests.perf.floor import app as floor
@@ -153,16 +155,25 @@ def main(argv: list[str] | None = None) -> int:
             pstats.Stats(profile).sort_stats("cumulative").print_stats(40)
             return 0
         print(
-            json.dumps({"threads": n, "floor_us": per_call_us(floor, environ, body, args.calls, n)})
+            json.dumps(
+                {
+                    "threads": n,
+                    "floor_us": per_call_us(floor, environ, body, args.calls, n, args.cpu),
+                }
+            )
         )
         # A query string is never answered beneath Flask: the same hit, through the view.
         via_view = {**environ, "QUERY_STRING": "via=view"}
-        print(json.dumps({"service_via_view_us": per_call_us(app, via_view, body, args.calls, n)}))
-        before = per_call_us(app, environ, body, args.calls, n)
+        print(
+            json.dumps(
+                {"service_via_view_us": per_call_us(app, via_view, body, args.calls, n, args.cpu)}
+            )
+        )
+        before = per_call_us(app, environ, body, args.calls, n, args.cpu)
         print(json.dumps({"service_us": before}))
         for name, switch_off in switches(app):
             switch_off()
-            after = per_call_us(app, environ, body, args.calls, n)
+            after = per_call_us(app, environ, body, args.calls, n, args.cpu)
             print(
                 json.dumps(
                     {"without": name, "service_us": after, "saved_us": round(before - after, 1)}
