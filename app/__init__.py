@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from vault.settings import (
+    MAX_BODY as MAX_BODY,  # the one limit: every route, both callbacks' checks
+)
+
 if TYPE_CHECKING:
     from flask import Flask
 
     from vault.runtime import Runtime
     from vault.settings import Settings
-
-MAX_BODY = 64 * 1024
 
 
 def create_app(settings: Settings | None = None, runtime: Runtime | None = None) -> Flask:
@@ -19,8 +21,21 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     # Prometheus' multi-process directory before anything imports the metrics.
     from flask import Flask
 
-    from app import bodies, callbacks, db, errors, hits, internal, logs, operator, traces
-    from vault import notify, tracing
+    from app import (
+        bodies,
+        callbacks,
+        db,
+        errors,
+        hits,
+        internal,
+        logs,
+        operator,
+        proxy,
+        token_route,
+        traces,
+    )
+    from vault import tracing
+    from vault.ops import notify
     from vault.runtime import Runtime
     from vault.settings import Settings
 
@@ -34,14 +49,17 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     db.init_app(app)
     errors.init_app(app)
     app.register_blueprint(callbacks.bp, url_prefix="/api/v1/applications")
-    app.register_blueprint(internal.bp, url_prefix="/internal/v1")
+    app.register_blueprint(internal.bp, url_prefix=token_route.PREFIX)
     app.register_blueprint(operator.bp)
-    # Inside out: cached-token hits, the server span (tracing on only), then the request id and
-    # access line, then body framing.
+    # The one middleware stack, whichever entry point serves the app (delegation-vault serve,
+    # gunicorn app.wsgi:app, tests). Inside out: cached-token hits, the server span (tracing on
+    # only), then the request id and access line, then body framing, then the client's address
+    # from a trusted proxy.
     app.wsgi_app = hits.CachedTokenHits(app.wsgi_app, runtime, MAX_BODY)  # type: ignore[method-assign]
     if tracing.active():
         app.wsgi_app = traces.ServerSpans(app.wsgi_app)  # type: ignore[method-assign]
-    logs.init_app(app, runtime.settings)
+    logs.init_app(app, runtime.settings, runtime.labelled)
     app.wsgi_app = bodies.BodyLimit(app.wsgi_app, MAX_BODY)  # type: ignore[method-assign]
+    app.wsgi_app = proxy.ForwardedFor(app.wsgi_app, runtime.settings.forwarded_allow_ips)  # type: ignore[method-assign]
     notify.start(runtime)  # sends DV_NOTIFY_URL's events from a background thread, if set
     return app

@@ -10,8 +10,8 @@ from flask import request
 from app.db import runtime, session, snapshot
 from app.logs import note
 from vault import callers
+from vault.callers.keys import Caller
 from vault.errors import IdentityRefused, InvalidRequest, OperatorUnauthorized, Unauthorized
-from vault.keys import Caller
 from vault.models import Role
 
 QUERY_KEY_NAMES = ("key", "api_key", "access_token", "token")

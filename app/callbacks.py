@@ -11,9 +11,9 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from app.db import runtime, session
 from app.logs import note
 from app.proxy import FORWARDED_BY
-from vault import callbacks
+from vault.callbacks import service as callbacks
+from vault.callbacks.payloads import Kind
 from vault.errors import PayloadTooLarge
-from vault.payloads import Kind
 
 bp = Blueprint("callbacks", __name__)
 

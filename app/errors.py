@@ -9,7 +9,6 @@ from flask import Flask, Response, current_app, jsonify, request
 from sqlalchemy.exc import DBAPIError, OperationalError, TimeoutError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from vault import health
 from vault.errors import (
     DecryptionError,
     KeyringUnavailable,
@@ -18,6 +17,7 @@ from vault.errors import (
     Unavailable,
     VaultError,
 )
+from vault.ops import health
 
 log = logging.getLogger("delegation_vault.errors")
 

@@ -3,9 +3,11 @@
 Most token requests are hits: a known key, a delegation that is active, a token in the cache that
 meets min_ttl. Flask's request context, routing, hooks and response object cost more than the
 whole use case (measured: about three quarters of a hit's time). This middleware answers exactly
-that case and nothing else, with the view's own parts: the same key check (``callers.authenticate``),
-the same body rules (``internal.token_query``), the same use case (``tokens.served_from_cache``,
-which is the first half of ``tokens.issue``) and the same body (``internal.token_body``).
+that case and nothing else, with the view's own parts: the same caller check
+(``callers.authenticate``: a key or a workload's JWT), the same use case
+(``tokens.served_from_cache``, which is the first half of ``tokens.issue``), and the route's one
+definition (``app/token_route.py``: path, body rules, reply, headers, access-line fields, count),
+which the view answers through as well.
 
 Anything else goes to the Flask app untouched, with the body put back to be read again: another
 route or method, a query string, a body that is not sized JSON, a refusal of any kind, a miss, a
@@ -17,28 +19,24 @@ answered, logged and counted in one place, the view and its error handlers.
 from __future__ import annotations
 
 import io
-import json
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, cast
 
 from sqlalchemy.orm import Session
 
-from app import observe
+from app import token_route
 from app.auth import bearer
 from app.db import SNAPSHOT, LazySession
-from app.internal import NO_STORE, token_body, token_query
 from app.logs import note
-from vault import callers, tokens
+from vault import callers
 from vault.models import Role
 from vault.runtime import Runtime
+from vault.tokens import service as tokens
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
-ROUTE = "/internal/v1/token"
-# As Flask's JSON provider renders a reply: compact, ASCII, in the body's order (plus a newline).
-_compact = json.JSONEncoder(separators=(",", ":")).encode
-JSON = "application/json"
+ROUTE = token_route.ROUTE
 
 
 class CachedTokenHits:
@@ -56,12 +54,14 @@ class CachedTokenHits:
             environ["wsgi.input"] = io.BytesIO(body)  # whoever reads next reads it all again
             answer = self._hit(environ, body) if len(body) == length else None
             if answer is not None:
-                headers = [("Content-Type", JSON), ("Content-Length", str(len(answer)))]
-                start_response("200 OK", [*headers, *NO_STORE.items()])
-                return [answer]
+                raw, headers = answer
+                start_response("200 OK", headers)
+                return [raw]
         return self.app(environ, start_response)
 
-    def _hit(self, environ: WSGIEnvironment, body: bytes) -> bytes | None:
+    def _hit(
+        self, environ: WSGIEnvironment, body: bytes
+    ) -> tuple[bytes, list[tuple[str, str]]] | None:
         """The answer to a request served from the cache, or None: the app answers it."""
         rt = self.runtime
         lazy = LazySession(rt.session)  # a hit from the change probe's memo never opens one
@@ -70,7 +70,7 @@ class CachedTokenHits:
             snapshot = environ[SNAPSHOT] = rt.reads.begin()  # the view uses it if handed on
             presented = bearer(environ.get("HTTP_AUTHORIZATION", ""))
             caller = callers.authenticate(rt, session, presented, Role.SERVICE, snapshot)
-            query = token_query(json.loads(body))
+            query = token_route.parse(body)  # its Content-Type was checked: _sized_json_post
             issued = tokens.served_from_cache(rt, session, caller, query, snapshot)
         except Exception:  # the app meets the same refusal or failure, and answers it
             return None
@@ -78,16 +78,9 @@ class CachedTokenHits:
             lazy.close()
         if issued is None:
             return None
-        note(
-            route=ROUTE,
-            caller=caller.name,
-            issuer=caller.issuer,
-            app=query.app,
-            tenant=query.tenant,
-            source="cache",
-        )
-        observe.count_token_request(issued.app, "ok", issued.source)
-        return (_compact(token_body(issued, rt.clock())) + "\n").encode()
+        fields = token_route.asked(query) | token_route.answered(rt.labelled, issued)
+        note(route=ROUTE, caller=caller.name, issuer=caller.issuer, **fields)
+        return token_route.reply(issued, rt.clock())
 
 
 def _sized_json_post(environ: WSGIEnvironment, path: str, limit: int) -> int:
@@ -95,14 +88,10 @@ def _sized_json_post(environ: WSGIEnvironment, path: str, limit: int) -> int:
     body of a declared length within ``limit``; otherwise 0."""
     if environ.get("PATH_INFO") != path or environ.get("REQUEST_METHOD") != "POST":
         return 0
-    if environ.get("QUERY_STRING") or _mimetype(environ.get("CONTENT_TYPE", "")) != JSON:
+    if environ.get("QUERY_STRING") or not token_route.is_json(environ.get("CONTENT_TYPE", "")):
         return 0
     declared = environ.get("CONTENT_LENGTH", "")
     if not (declared.isascii() and declared.isdigit() and len(declared) < 12):
         return 0
     length = int(declared)
     return length if length <= limit else 0
-
-
-def _mimetype(content_type: str) -> str:
-    return content_type.partition(";")[0].strip().lower()

@@ -24,6 +24,8 @@ from vault.settings import Settings
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
+    from vault.metrics import Labelled
+
 FIELDS = (
     "request_id", "method", "route", "status", "duration_ms", "app", "tenant", "caller",
     "issuer", "reason", "slug", "remote", "outcome", "source", "host", "upstream_error", "upstream_status",
@@ -186,9 +188,10 @@ class AccessLog:
     """WSGI middleware: the request id (the caller's if it is safe, else a new one) and one
     access line per request, read from the environ and the status, with no Flask context."""
 
-    def __init__(self, app: WSGIApplication, handler: ProductHandler) -> None:
+    def __init__(self, app: WSGIApplication, handler: ProductHandler, labelled: Labelled) -> None:
         self.app = app
         self.handler = handler
+        self.labelled = labelled
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         incoming = environ.get("HTTP_X_REQUEST_ID", "")
@@ -216,7 +219,7 @@ class AccessLog:
         route = route if isinstance(route, str) else None
         method, code = environ.get("REQUEST_METHOD", ""), int(status[:3] or 0)
         if code:  # no status: the app raised past Flask, and the server answers on its own
-            observe.duration(route, method, code, elapsed)
+            observe.duration(self.labelled, route, method, code, elapsed)
         if not access_log.isEnabledFor(logging.INFO):
             return
         fields = {
@@ -236,7 +239,7 @@ class Request(flask.Request):
         super().close()
 
 
-def init_app(app: Flask, settings: Settings) -> None:
+def init_app(app: Flask, settings: Settings, labelled: Labelled) -> None:
     handler = configure(settings.log_format)
     app.request_class = Request
-    app.wsgi_app = AccessLog(app.wsgi_app, handler)  # type: ignore[method-assign]
+    app.wsgi_app = AccessLog(app.wsgi_app, handler, labelled)  # type: ignore[method-assign]

@@ -10,8 +10,10 @@ from flask import request
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException
 
+from app.db import runtime
 from vault import metrics
 from vault.errors import VaultError
+from vault.metrics import Labelled
 
 F = TypeVar("F", bound=Callable[..., Any])
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -25,33 +27,31 @@ AFTER_LOOKUP = frozenset({
 
 
 def counted_token_request(view: F) -> F:
-    """Count the token request ``view`` answers: app, result (ok or the error code), source."""
+    """Count the token request ``view`` refuses or fails: the error code as the result (a token
+    answered is counted where the reply is made, app/token_route.py, for both paths)."""
 
     @functools.wraps(view)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            answer = view(*args, **kwargs)
+            return view(*args, **kwargs)
         except VaultError as exc:
             app = _asked_app() if exc.error in AFTER_LOOKUP else ""
-            count_token_request(app, exc.error, _error_source(exc))
+            count_token_request(runtime().labelled, app, exc.error, _error_source(exc))
             raise
         except SQLAlchemyError:
-            count_token_request("", "unavailable", "")
+            count_token_request(runtime().labelled, "", "unavailable", "")
             raise
         except HTTPException as exc:  # a body over the limit, met while reading it
             result = "payload_too_large" if exc.code == 413 else "invalid_request"
-            count_token_request("", result, "")
+            count_token_request(runtime().labelled, "", result, "")
             raise
-        body = answer[0]
-        count_token_request(body["app"], "ok", body["source"])
-        return answer
 
     return wrapper  # type: ignore[return-value]
 
 
-def count_token_request(app: str, result: str, source: str) -> None:
+def count_token_request(labelled: Labelled, app: str, result: str, source: str) -> None:
     """One token request answered: ``app`` is a registered app's slug or "" (see AFTER_LOOKUP)."""
-    _child(metrics.TOKEN_REQUESTS, app, result, source).inc()
+    labelled.child(metrics.TOKEN_REQUESTS, app, result, source).inc()
 
 
 def _asked_app() -> str:
@@ -63,22 +63,12 @@ def _error_source(exc: VaultError) -> str:
     return "upstream" if exc.error.startswith("upstream_") else ""
 
 
-def duration(route: str | None, method: str, status: int, seconds: float) -> None:
+def duration(
+    labelled: Labelled, route: str | None, method: str, status: int, seconds: float
+) -> None:
     """One request's time, by route template (Flask's or the cached-token lane's), method and
     status; observed by the access-line middleware for every request."""
     method = method if method in METHODS else "OTHER"
-    _child(metrics.HTTP_DURATION, route or "(no route)", method, str(status)).observe(seconds)
-
-
-def _child(metric: Any, *labels: str) -> Any:
-    """``metric.labels(*labels)``, which validates and locks, looked up once per label set."""
-    key = (metric, labels)
-    child = _children.get(key)
-    if child is None:
-        child = _children[key] = metric.labels(*labels)
-    return child
-
-
-# Bounded as the labels are: route templates, METHODS and status codes; registered apps, error
-# codes and sources.
-_children: dict[tuple[Any, tuple[str, ...]], Any] = {}
+    labelled.child(metrics.HTTP_DURATION, route or "(no route)", method, str(status)).observe(
+        seconds
+    )

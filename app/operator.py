@@ -9,9 +9,10 @@ from flask import Blueprint, Response, jsonify, render_template, request, url_fo
 from app.auth import operator_caller
 from app.db import runtime, session
 from app.openapi import document
-from vault import attention, health, rejections, status
+from vault.callbacks import rejections
 from vault.clock import iso
 from vault.errors import InvalidRequest
+from vault.ops import attention, health, status
 
 bp = Blueprint("operator", __name__)
 PAGE_HEADERS = {
@@ -98,7 +99,7 @@ def openapi() -> Response:
 def _gather() -> tuple[status.Status, status.TenantFilter]:
     tenants = _filter()
     rt = runtime()
-    return status.gather(session(), rt.keyring, rt.clock(), tenants), tenants
+    return status.gather(session(), rt.keyring, rt.clock(), tenants, rt.key_counts), tenants
 
 
 def _filter() -> status.TenantFilter:

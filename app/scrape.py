@@ -17,7 +17,7 @@ from prometheus_client import (
 )
 from prometheus_client.core import Metric
 
-from vault.gauges import SharedState
+from vault.ops.gauges import SharedState
 from vault.runtime import Runtime
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from gunicorn.app.base import BaseApplication
 
-from vault.crypto import Keyring
+from vault.keyring.crypto import Keyring
 from vault.settings import Settings
 
 
@@ -71,12 +71,11 @@ class Server(BaseApplication):  # type: ignore[misc]
     def load(self) -> Any:
         # Each worker builds its own app after the fork: no database connection is shared.
         from app import create_app
-        from app.proxy import ForwardedFor
         from vault.runtime import Runtime
 
         # The keyring comes unwrapped from before the fork: no worker asks the HSM or KMS.
         runtime = Runtime.build(self.settings, keyring=self.keyring)
-        return ForwardedFor(create_app(runtime=runtime), self.options["forwarded_allow_ips"])
+        return create_app(runtime=runtime)  # ForwardedFor included, as for every entry point
 
 
 def _reloaded(settings: Settings, current: Keyring) -> Keyring:
@@ -114,6 +113,6 @@ def run(
         "worker_exit": _worker_exit,
         "when_ready": _when_ready,
         "proc_name": "delegation-vault",
-        "forwarded_allow_ips": os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1"),
+        "forwarded_allow_ips": settings.forwarded_allow_ips,
     }
     Server(settings, options, keyring).run()

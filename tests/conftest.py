@@ -21,12 +21,13 @@ from app import create_app
 from tests.support import postgres
 from tests.support.clock import FrozenClock
 from vault import migrate
-from vault.crypto import Keyring, new_key_entry, parse_keyring
 from vault.db import make_engine
+from vault.keyring.crypto import Keyring, parse_keyring
+from vault.keyring.entries import new_key_entry
 from vault.runtime import Runtime, ensure_key_check
 from vault.settings import Settings
 
-pytest_plugins = ["tests.token_fixtures", "tests.cli_support"]
+pytest_plugins = ["tests.support.token_fixtures", "tests.support.cli"]
 
 # Fuzzing keeps no example database and no caches in the checkout: the suite leaves the tree as
 # it found it.

@@ -23,7 +23,7 @@ class WriteLock:
 
     Without it, writers that lose the race for SQLite's write lock sit in its busy handler, which
     sleeps in steps of up to 100 ms; queueing on a thread lock and a kernel file lock instead
-    wakes the next writer as soon as the last one commits (see README, Performance).
+    wakes the next writer as soon as the last one commits (see docs/performance.md).
     """
 
     def __init__(self, path: Path | None) -> None:

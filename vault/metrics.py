@@ -2,13 +2,14 @@
 
 Counters and histograms are kept per process and summed at scrape time. Gauges of shared state
 (circuit, failing tenants, cached tokens) are read from the database when scraped (see
-``vault/gauges.py``), so every worker reports the same figure as the status page.
+``vault/ops/gauges.py``), so every worker reports the same figure as the status page.
 """
 
 from __future__ import annotations
 
 import os
 from importlib import metadata
+from typing import Any
 
 if os.environ.get("PROMETHEUS_MULTIPROC_DIR") == "":
     # Set but empty, prometheus_client would write its sample files into the current directory.
@@ -82,3 +83,21 @@ def version() -> str:
 
 
 BUILD_INFO.labels(version()).set(1)
+
+
+class Labelled:
+    """The children of labelled metrics, each looked up once per label set (``labels()``
+    validates and takes a lock on every call). Bounded as the labels are: route templates,
+    methods and status codes; registered apps, error codes and sources. One per process, kept
+    by the Runtime."""
+
+    def __init__(self) -> None:
+        self._children: dict[tuple[object, tuple[str, ...]], Any] = {}
+
+    def child(self, metric: Any, *labels: str) -> Any:
+        """``metric.labels(*labels)``, looked up once."""
+        key = (metric, labels)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*labels)
+        return found

@@ -12,7 +12,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Engine
 
 if TYPE_CHECKING:
-    from vault.crypto import Keyring
+    from vault.keyring.crypto import Keyring
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 

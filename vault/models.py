@@ -79,7 +79,7 @@ class App(Base):
     default_scope: Mapped[str] = mapped_column(Text, default="")
     allowed_scopes: Mapped[str] = mapped_column(Text, default="")
     # The credential of auth_method: a client secret, or PEM text for private_key_jwt (the
-    # private key) and tls_client_auth (certificate chain and key); see vault/client_auth.py.
+    # private key) and tls_client_auth (certificate chain and key); see vault/upstream/client_auth.py.
     client_secret: Mapped[str] = mapped_column(Text, comment=CIPHERTEXT)
     client_secret_previous: Mapped[str | None] = mapped_column(Text, comment=CIPHERTEXT)
     client_secret_set_at: Mapped[dt.datetime]
@@ -115,7 +115,7 @@ class Delegation(Base):
     updated_at: Mapped[dt.datetime]
     last_callback_at: Mapped[dt.datetime]
     last_callback_result: Mapped[str] = mapped_column(String(32))
-    # The head of the history's MAC chain (vault/chain.py): the newest entry's seq and MAC.
+    # The head of the history's MAC chain (vault/history/chain.py): the newest entry's seq and MAC.
     history_seq: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     history_mac: Mapped[str | None] = mapped_column(String(64), comment=HISTORY_MAC)
 
@@ -292,7 +292,7 @@ class TokenHealth(Base):
     last_failure_status: Mapped[int | None] = mapped_column(Integer)
     failing_since: Mapped[dt.datetime | None]
     consecutive_failures: Mapped[int] = mapped_column(Integer, default=0)
-    # Whether tenant.token_failing went out for the current failure (see vault/token_health.py).
+    # Whether tenant.token_failing went out for the current failure (see vault/upstream/token_health.py).
     failing_notified: Mapped[bool] = mapped_column(Boolean, default=False)
 
 

@@ -4,26 +4,29 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import math
 from typing import Any, Protocol
 
 import httpx
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from vault import migrate
-from vault.background import Background
-from vault.cache import TokenCache
+from vault.callbacks.window import Window
 from vault.callers.workload import Workloads
 from vault.clock import Clock, utcnow
-from vault.crypto import Keyring, keyring_source, load_keyring
 from vault.db import make_engine, make_sessionmaker, writing
 from vault.errors import KeyringError
 from vault.freshness import Reads
+from vault.keyring.crypto import Keyring, key_check_problem, keyring_source, load_keyring
+from vault.keyring.gaps import Census
+from vault.metrics import Labelled
 from vault.models import KeyCheck
 from vault.settings import Settings
-from vault.singleflight import Flights, KeyLocks
-from vault.upstream import Upstream
-from vault.window import Window
+from vault.tokens.background import Background
+from vault.tokens.cache import TokenCache
+from vault.tokens.singleflight import Flights, KeyLocks
+from vault.upstream.client import Upstream
 
 
 class Closeable(Protocol):
@@ -35,6 +38,15 @@ class Started:
     """What a runtime starts at most once, after it is built (the notification sender)."""
 
     notifier: Closeable | None = None
+
+
+@dataclasses.dataclass
+class Memo:
+    """A figure this process reuses for a while (the status page's values per key id): when it
+    was computed (``time.monotonic()``) and what it was."""
+
+    at: float = -math.inf
+    value: Any = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,6 +66,9 @@ class Runtime:
     locks: KeyLocks
     upstream: Upstream
     background: Background  # refreshes ahead of expiry, sweeps of expired cache rows
+    census: Census  # stored values under key ids the keyring lacks, recounted now and then
+    key_counts: Memo  # stored values per key id, for the status page
+    labelled: Labelled  # the request metrics' children, one per label set
     started: Started = dataclasses.field(default_factory=Started)
     workloads: Workloads = dataclasses.field(default_factory=Workloads)  # JWT callers' state
 
@@ -82,6 +97,9 @@ class Runtime:
             locks=KeyLocks(engine),
             upstream=Upstream(settings, transport=transport),
             background=Background(),
+            census=Census(),
+            key_counts=Memo(),
+            labelled=Labelled(),
         )
 
     def replace(self, **changes: Any) -> Runtime:
@@ -122,14 +140,6 @@ def ensure_key_check(runtime: Runtime) -> None:
                     key_id=kid, value=runtime.keyring.key_check(kid), created_at=runtime.clock()
                 )
             )
-
-
-def key_check_problem(keyring: Keyring, session: Session) -> str | None:
-    """None when every stored key check of a key in the keyring opens with that key."""
-    for check in session.scalars(select(KeyCheck)):
-        if check.key_id in keyring.key_ids and not keyring.verify_key_check(check.value):
-            return f"key id {check.key_id!r} in the keyring is not the key this database was sealed with"
-    return None
 
 
 def migrations_problem(engine: Engine) -> str | None:

@@ -16,6 +16,9 @@ from sqlalchemy.exc import ArgumentError
 
 from vault.errors import ConfigError
 
+# Hosts where DV_ALLOW_HTTP_TOKEN_URLS may allow plain http (token endpoints, issuers, the sandbox).
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+
 DRIVERS = ("sqlite", "sqlite+pysqlite", "postgresql+psycopg")  # what the install ships
 
 
@@ -96,7 +99,7 @@ WRAPPING_NEEDS = {
 
 
 def _key_wrapping(environ: Mapping[str, str]) -> dict[str, Any]:
-    """DV_KEY_WRAPPING and what the chosen wrapper needs (see vault/wrapping.py)."""
+    """DV_KEY_WRAPPING and what the chosen wrapper needs (see vault/keyring/wrapping.py)."""
     mode = environ.get("DV_KEY_WRAPPING", "").strip() or "none"
     if mode not in WRAPPING_NEEDS:
         raise ConfigError("DV_KEY_WRAPPING must be 'none', 'pkcs11' or 'aws-kms'")
@@ -138,6 +141,9 @@ def _notify(environ: Mapping[str, str], production: bool) -> dict[str, Any]:
     return {"notify_url": url, "notify_secret": secret}
 
 
+MAX_BODY = 64 * 1024  # the largest request body any route takes (413 above it)
+
+
 @dataclasses.dataclass(frozen=True)
 class Settings:
     database_url: str = DEFAULT_DATABASE_URL
@@ -153,6 +159,7 @@ class Settings:
     upstream_max_attempts: int = 3
     upstream_timeout: float = 5.0
     allow_http_token_urls: bool = False
+    forwarded_allow_ips: str = "127.0.0.1"  # proxies whose X-Forwarded-For is believed
     metrics_public: bool = False
     log_format: str = "text"
     key_wrapping: str = "none"
@@ -212,6 +219,7 @@ class Settings:
             upstream_max_attempts=_int(env, "DV_UPSTREAM_MAX_ATTEMPTS", 3, 1, 10),
             upstream_timeout=_float(env, "DV_UPSTREAM_TIMEOUT", 5.0, 0.05, 9.0),
             allow_http_token_urls=allow_http,
+            forwarded_allow_ips=env.get("FORWARDED_ALLOW_IPS", "127.0.0.1"),
             metrics_public=_flag(env, "DV_METRICS_PUBLIC"),
             log_format=log_format,
             **_key_wrapping(env),

@@ -21,7 +21,7 @@ from app.cli.common import (
     writing_session,
 )
 from app.cli.credentials import credential_from_files, credential_options
-from vault import apps
+from vault.apps import registry as apps
 from vault.models import App, Grant
 from vault.settings import Settings
 

@@ -19,10 +19,10 @@ from sqlalchemy.orm import Session
 
 from vault import migrate
 from vault.clock import iso
-from vault.crypto import keyring_source
 from vault.db import writing
 from vault.errors import BadValue, OperationalError, UnknownApp, VaultError
-from vault.runtime import Runtime, ensure_key_check, key_check_problem, migrations_problem
+from vault.keyring.crypto import key_check_problem, keyring_source
+from vault.runtime import Runtime, ensure_key_check, migrations_problem
 from vault.settings import Settings
 
 

@@ -10,8 +10,8 @@ from typing import Any, TypeVar
 import click
 
 from app.cli.common import fail, session_for
-from vault import probe
-from vault.upstream import Upstream
+from vault.tokens import probe
+from vault.upstream.client import Upstream
 
 MAX_FILE = 64 * 1024  # far above any PEM key or certificate chain
 FILE_FLAG = {"private_key_jwt": "--private-key-file", "tls_client_auth": "--client-cert-file"}

@@ -7,8 +7,9 @@ from collections import Counter
 import click
 
 from app.cli.common import fail, json_option, listing, note, session_for
-from vault import resealing, rotation, wrapping
-from vault.crypto import keyring_entries, keyring_source
+from vault.history import resealing
+from vault.keyring import rotation, wrapping
+from vault.keyring.crypto import keyring_entries, keyring_source
 from vault.settings import Settings
 
 

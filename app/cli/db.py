@@ -6,8 +6,8 @@ import click
 
 from app.cli.common import note
 from vault import migrate
-from vault.crypto import Keyring, load_keyring
 from vault.db import make_engine
+from vault.keyring.crypto import Keyring, load_keyring
 from vault.settings import Settings
 
 

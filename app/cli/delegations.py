@@ -5,7 +5,9 @@ from __future__ import annotations
 import click
 
 from app.cli.common import NON_EMPTY, fail, json_option, listing, session_for, when
-from vault import apps, delegations, verification
+from vault.apps import delegations
+from vault.apps import registry as apps
+from vault.history import verification
 
 
 @click.group("delegations")

@@ -6,7 +6,7 @@ import click
 
 from app.cli.common import NON_EMPTY, json_option, listing, note, session_for, when, writing_session
 from app.cli.keys import limits
-from vault import apps
+from vault.apps import registry as apps
 from vault.callers import identities
 from vault.models import Role
 

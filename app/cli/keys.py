@@ -5,7 +5,8 @@ from __future__ import annotations
 import click
 
 from app.cli.common import NON_EMPTY, json_option, listing, note, session_for, when, writing_session
-from vault import apps, keys
+from vault.apps import registry as apps
+from vault.callers import keys
 from vault.models import Role
 
 

@@ -16,12 +16,11 @@ import click
 import httpx
 
 from app.cli.common import UsageFailure, fail, note, open_runtime
-from vault.apps import LOOPBACK_HOSTS
 from vault.sandbox import setup
 from vault.sandbox.callbacks import KINDS
 from vault.sandbox.server import Sandbox, listening, secret_path, write_secret
 from vault.sandbox.vendor import Vendor
-from vault.settings import Settings
+from vault.settings import LOOPBACK_HOSTS, Settings
 
 DEFAULT_BIND = "127.0.0.1:8100"
 TENANT = "sandbox"

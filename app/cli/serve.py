@@ -7,8 +7,9 @@ import os
 import click
 
 from app.cli.common import note, open_runtime
-from vault import keyring_gaps, tracing
+from vault import tracing
 from vault.errors import KeyringError
+from vault.keyring import gaps as keyring_gaps
 from vault.runtime import Runtime
 from vault.settings import Settings
 

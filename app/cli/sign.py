@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from app.cli.common import fail
-from vault.signatures import sign as sign_body
+from vault.callbacks.signatures import sign as sign_body
 
 
 @click.command()

@@ -8,15 +8,16 @@ from flask.testing import FlaskClient
 from sqlalchemy import select, text
 from werkzeug.test import TestResponse
 
-from tests.builders import create_key, register_app
 from tests.support import oidc
+from tests.support.builders import create_key, register_app
 from tests.support.clock import FrozenClock
 from tests.support.oauth_server import TokenServer
-from tests.token_fixtures import TOKEN
-from vault import apps, migrate
+from tests.support.token_fixtures import TOKEN
+from vault import migrate
+from vault.apps import registry as apps
 from vault.callers import identities, issuers
+from vault.callers.keys import Caller
 from vault.errors import Forbidden
-from vault.keys import Caller
 from vault.models import ServiceKey
 from vault.runtime import Runtime
 

@@ -15,11 +15,12 @@ import httpx
 import pytest
 from delegation_vault_client import VaultAuth, VaultClient, VaultError
 
-from tests.builders import delegation_body, register_app, signed
 from tests.support import oauth_server, oidc, service, vendor_api
+from tests.support.builders import delegation_body, register_app, signed
 from vault import migrate
-from vault.crypto import new_key_entry, parse_keyring
 from vault.db import make_engine
+from vault.keyring.crypto import parse_keyring
+from vault.keyring.entries import new_key_entry
 from vault.runtime import Runtime, ensure_key_check
 from vault.settings import Settings
 

@@ -16,7 +16,7 @@ from joserfc import jws, jwt
 from joserfc.jwk import RSAKey
 
 from tests.support import oidc
-from tests.token_fixtures import TOKEN
+from tests.support.token_fixtures import TOKEN
 from vault.runtime import Runtime
 
 pytestmark = pytest.mark.usefixtures("delegated")

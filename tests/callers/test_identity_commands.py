@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.cli_support import Run, add_zendesk
 from tests.support import tls
+from tests.support.cli import Run, add_zendesk
 
 ISSUER = "https://kubernetes.default.svc.cluster.local"
 SUBJECT = "system:serviceaccount:billing:worker"

@@ -10,12 +10,12 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 from werkzeug.test import TestResponse
 
-from tests.builders import create_key
 from tests.support import oidc
 from tests.support.access_lines import captured
 from tests.support.at_rest import database_bytes
+from tests.support.builders import create_key
 from tests.support.ports import free_port
-from tests.token_fixtures import TOKEN
+from tests.support.token_fixtures import TOKEN
 from vault.callers import identities, issuers
 from vault.db import writing
 from vault.runtime import Runtime

@@ -11,13 +11,13 @@ import pytest
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
-from tests.builders import register_app
 from tests.support import oidc, tls
 from tests.support.access_lines import captured
+from tests.support.builders import register_app
 from tests.support.clock import FrozenClock
 from tests.support.oauth_server import TokenServer
 from tests.support.ports import free_port
-from tests.token_fixtures import TOKEN
+from tests.support.token_fixtures import TOKEN
 from vault.callers import issuers
 from vault.db import writing
 from vault.runtime import Runtime

@@ -13,11 +13,17 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.builders import CLIENT_SECRET, SIGNING_SECRET, VENDOR_APP_ID, delegation_body, signed
 from tests.support import oauth_server, podman, service
+from tests.support.builders import (
+    CLIENT_SECRET,
+    SIGNING_SECRET,
+    VENDOR_APP_ID,
+    delegation_body,
+    signed,
+)
 from tests.support.podman import Podman
 from tests.support.ports import free_port
-from vault.crypto import new_key_entry
+from vault.keyring.entries import new_key_entry
 
 pytestmark = pytest.mark.slow
 UID = 10001

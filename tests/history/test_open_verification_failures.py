@@ -15,9 +15,17 @@ from flask.testing import FlaskClient
 from sqlalchemy import Engine, text
 
 from app.cli import cli
-from tests.builders import TENANT, TENANT_ID, create_key, delegation_body, register_app, signed
+from tests.support.builders import (
+    TENANT,
+    TENANT_ID,
+    create_key,
+    delegation_body,
+    register_app,
+    signed,
+)
 from tests.support.clock import FrozenClock
-from vault.crypto import Keyring, new_key_entry, parse_keyring
+from vault.keyring.crypto import Keyring, parse_keyring
+from vault.keyring.entries import new_key_entry
 from vault.runtime import Runtime
 
 ENTRY = new_key_entry("test1")

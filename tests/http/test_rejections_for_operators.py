@@ -13,9 +13,9 @@ from flask.testing import FlaskClient
 from sqlalchemy import func, select
 
 from app.proxy import ForwardedFor
-from tests.builders import create_key, delegation_body, register_app, signed
+from tests.support.builders import create_key, delegation_body, register_app, signed
 from tests.support.clock import FrozenClock
-from vault import rejections
+from vault.callbacks import rejections
 from vault.models import RecentRejection, RejectionSource
 from vault.runtime import Runtime
 

@@ -11,8 +11,8 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from app.cli import cli
-from tests.cli_support import Run, add_zendesk, invoker
-from vault.crypto import new_key_entry
+from tests.support.cli import Run, add_zendesk, invoker
+from vault.keyring.entries import new_key_entry
 
 
 def same_id_other_key(entry: str) -> str:

@@ -17,11 +17,12 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, select
 
-from tests.builders import delegation_body, signed
 from tests.support import service
+from tests.support.builders import delegation_body, signed
 from tests.support.oauth_server import TokenServer
 from tests.support.seeded import seed
-from vault.crypto import key_id_of, new_key_entry
+from vault.keyring.crypto import key_id_of
+from vault.keyring.entries import new_key_entry
 from vault.models import CachedToken, Delegation, DelegationHistory
 
 TOKEN = "/internal/v1/token"

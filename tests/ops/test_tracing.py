@@ -21,7 +21,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.builders import (
+from tests.support import oauth_server, otlp, service
+from tests.support.builders import (
     CLIENT_SECRET,
     SIGNING_SECRET,
     USER,
@@ -30,12 +31,12 @@ from tests.builders import (
     register_app,
     signed,
 )
-from tests.support import oauth_server, otlp, service
 from tests.support.oauth_server import Reply
 from vault import migrate, tracing
-from vault.crypto import new_key_entry, parse_keyring
 from vault.db import make_engine
 from vault.errors import ConfigError
+from vault.keyring.crypto import parse_keyring
+from vault.keyring.entries import new_key_entry
 from vault.runtime import Runtime, ensure_key_check
 from vault.settings import Settings
 
@@ -192,9 +193,9 @@ OFF_PATH = """
 import io, json, os, sys
 from pathlib import Path
 from app import create_app
-from vault.crypto import new_key_entry
+from vault.keyring.entries import new_key_entry
 from vault.settings import Settings
-from tests.builders import create_key, register_app
+from tests.support.builders import create_key, register_app
 
 settings = Settings(database_url=sys.argv[1], instance_path=Path(sys.argv[2]), keys=os.environ["DV_KEYS"])
 app = create_app(settings)

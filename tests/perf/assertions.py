@@ -1,7 +1,7 @@
 """What a client assertion costs a token request: ``python -m tests.perf.assertions``.
 
 Prints the median time to build one assertion (RS256, ES256, and the RSA key load with the key
-validated again, which vault/client_auth.py skips), each as a ratio of a baseline measured in
+validated again, which vault/upstream/client_auth.py skips), each as a ratio of a baseline measured in
 the same run: one client_secret_post token request to a loopback token endpoint.
 """
 
@@ -15,9 +15,9 @@ from cryptography.hazmat.primitives import serialization
 
 from tests.support.client_auth_server import ec_key, pem, rsa_key
 from tests.support.oauth_server import serving
-from vault.client_auth import Credential, client_assertion
 from vault.settings import Settings
-from vault.upstream import TokenRequest, Upstream
+from vault.upstream.client import TokenRequest, Upstream
+from vault.upstream.client_auth import Credential, client_assertion
 
 ROUNDS, PER_ROUND = 7, 40
 

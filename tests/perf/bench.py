@@ -8,7 +8,7 @@ rounds (floor first, then service first, ...), with the same prepared requests, 
 same machine: this one is shared, and a floor measured minutes apart was seen to move by a factor
 of three. Each configuration prints one JSON line: the medians of requests per second, p50 and p99
 for the service and for the floor beside it, and the median of the per-round ratios. Nothing here
-asserts a time; the figures go into the README by hand.
+asserts a time; the figures go into docs/performance.md by hand.
 """
 
 from __future__ import annotations
@@ -36,18 +36,19 @@ from pathlib import Path
 import httpx
 from sqlalchemy import create_engine, func, insert, select, text
 
-from tests import builders
-from tests.support import oauth_server, postgres
+from tests.support import builders, oauth_server, postgres
 from tests.support.ports import free_port
-from vault import apps, migrate
+from vault import migrate
+from vault.apps import registry as apps
+from vault.callbacks.signatures import sign
 from vault.clock import iso
-from vault.crypto import new_key_entry, parse_keyring
 from vault.freshness import PROBES
+from vault.keyring.crypto import parse_keyring
+from vault.keyring.entries import new_key_entry
+from vault.keyring.sealing import row_aad
 from vault.models import Delegation, ProcessedRequest
 from vault.runtime import Runtime, ensure_key_check
-from vault.sealing import row_aad
 from vault.settings import Settings
-from vault.signatures import sign
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]

@@ -20,13 +20,17 @@ import uuid
 from pathlib import Path
 from unittest import mock
 
-from tests import builders
-from vault import apps, callbacks, chain, migrate
+from tests.support import builders
+from vault import migrate
+from vault.apps import registry as apps
+from vault.callbacks import service as callbacks
+from vault.callbacks.payloads import Kind, parse_callback
 from vault.clock import utcnow
-from vault.crypto import new_key_entry, parse_keyring
 from vault.db import make_engine
+from vault.history import chain
+from vault.keyring.crypto import parse_keyring
+from vault.keyring.entries import new_key_entry
 from vault.models import Delegation, DelegationHistory
-from vault.payloads import Kind, parse_callback
 from vault.runtime import Runtime
 from vault.settings import Settings
 

@@ -20,9 +20,10 @@ from unittest import mock
 
 from tests.support import kms, service, softhsm
 from tests.support.ports import free_port
-from vault.crypto import load_keyring, new_key_entry
+from vault.keyring.crypto import load_keyring
+from vault.keyring.entries import new_key_entry
+from vault.keyring.wrapping import new_entry
 from vault.settings import Settings
-from vault.wrapping import new_entry
 
 
 def _measure(name: str, env: dict[str, str], folder: Path, runs: int) -> dict[str, object]:

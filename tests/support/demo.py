@@ -1,6 +1,6 @@
 """A demo vault for the status page: tenants in every state, a rotation under way, rejections.
 
-Used by the browser test and by ``python -m tests.support.screenshot`` (the README's picture).
+Used by the browser test and by ``python -m tests.support.screenshot`` (the picture in docs/operations.md).
 """
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
 from app import create_app
-from tests.builders import create_key, delegation_body, lifecycle_body, register_app, signed
-from vault import apps
+from tests.support.builders import create_key, delegation_body, lifecycle_body, register_app, signed
+from vault.apps import registry as apps
+from vault.keyring.sealing import row_aad
 from vault.models import Delegation, TokenHealth, UpstreamHealth
 from vault.runtime import Runtime
-from vault.sealing import row_aad
 
 USERS = [str(uuid.UUID(int=0xB48D244C1CCE4E6BAAD97E6820A99A00 + i)) for i in range(8)]
 

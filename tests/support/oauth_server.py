@@ -16,8 +16,10 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from tests.support.loopback import LoopbackServer, QuietHandler
 
 
 @dataclass
@@ -55,7 +57,7 @@ class Issued:
     scope: str | None
 
 
-class TokenServer:
+class TokenServer(LoopbackServer):
     def __init__(self, tls: ssl.SSLContext | None = None) -> None:
         self.script: deque[Reply] = deque()
         self.requests: list[Recorded] = []
@@ -69,21 +71,11 @@ class TokenServer:
         self.observed: list[object] = []  # what ``during`` returned, request by request
         self._lock = threading.Lock()
         self._counter = 0
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._httpd.daemon_threads = True
-        self._scheme = "https" if tls else "http"
-        if tls:
-            # Handshakes happen in each connection's thread: a client that refuses the certificate
-            # costs that thread only, and never reaches do_POST (so nothing is recorded).
-            self._httpd.socket = tls.wrap_socket(
-                self._httpd.socket, server_side=True, do_handshake_on_connect=False
-            )
-            self._httpd.handle_error = lambda *_: None  # type: ignore[method-assign]  # refused handshakes are expected
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        super().__init__(self._handler(), tls=tls)
 
     @property
     def base(self) -> str:
-        return f"{self._scheme}://127.0.0.1:{self._httpd.server_address[1]}"
+        return self.origin
 
     @property
     def url(self) -> str:
@@ -127,12 +119,7 @@ class TokenServer:
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         server = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *_args: Any) -> None:
-                pass
-
+        class Handler(QuietHandler):
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", "0"))
                 form = dict(urllib.parse.parse_qsl(self.rfile.read(length).decode()))
@@ -165,12 +152,8 @@ class TokenServer:
         return Handler
 
     def start(self) -> TokenServer:
-        self._thread.start()
+        super().start()
         return self
-
-    def stop(self) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
 
 
 @contextmanager

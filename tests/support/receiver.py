@@ -3,13 +3,19 @@ status it is told to."""
 
 from __future__ import annotations
 
+import base64
+import secrets
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from http.server import BaseHTTPRequestHandler
+
+from tests.support.loopback import LoopbackServer, QuietHandler
+
+# The webhook secret the notification tests give the vault and verify with (Standard Webhooks).
+SECRET = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
 
 
 @dataclass(frozen=True)
@@ -18,20 +24,18 @@ class Received:
     body: bytes
 
 
-class Receiver:
+class Receiver(LoopbackServer):
     def __init__(self, port: int = 0) -> None:
         self.received: list[Received] = []
         self.status = 204
         self.arrived = 0  # requests that reached the handler, answered or not
         self.hold: threading.Event | None = None  # when set, each request waits for it
         self._lock = threading.Lock()
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
-        self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        super().__init__(self._handler(), port)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self._httpd.server_address[1]}/hooks/vault"
+        return f"{self.origin}/hooks/vault"
 
     def wait_for(self, count: int, timeout: float = 30) -> list[Received]:
         """Block until ``count`` events arrived (or the timeout passed); return what arrived."""
@@ -48,12 +52,7 @@ class Receiver:
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         receiver = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *_args: Any) -> None:
-                pass
-
+        class Handler(QuietHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 receiver.arrived += 1
@@ -74,9 +73,8 @@ class Receiver:
 @contextmanager
 def receiving(port: int = 0) -> Iterator[Receiver]:
     receiver = Receiver(port)
-    receiver._thread.start()
+    receiver.start()
     try:
         yield receiver
     finally:
-        receiver._httpd.shutdown()
-        receiver._httpd.server_close()
+        receiver.stop()

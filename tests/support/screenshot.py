@@ -13,10 +13,11 @@ from playwright.sync_api import sync_playwright
 
 from app import create_app
 from tests.support import demo, live_server
-from tests.test_browser import CHROMIUM, CHROMIUM_ARGS
+from tests.support.browser import CHROMIUM, CHROMIUM_ARGS
 from vault import migrate
-from vault.crypto import new_key_entry, parse_keyring
 from vault.db import make_engine
+from vault.keyring.crypto import parse_keyring
+from vault.keyring.entries import new_key_entry
 from vault.runtime import Runtime, ensure_key_check
 from vault.settings import Settings
 

@@ -8,12 +8,13 @@ import datetime as dt
 from pathlib import Path
 
 from app import create_app
-from tests.builders import create_key, delegation_body, register_app
 from tests.support import service
+from tests.support.builders import create_key, delegation_body, register_app
 from tests.support.clock import FrozenClock
 from tests.support.oauth_server import TokenServer
-from tests.token_fixtures import SCOPES, deliver
-from vault.crypto import new_key_entry, parse_keyring
+from tests.support.token_fixtures import SCOPES, deliver
+from vault.keyring.crypto import parse_keyring
+from vault.keyring.entries import new_key_entry
 from vault.runtime import Runtime, ensure_key_check
 from vault.settings import Settings
 

@@ -106,7 +106,7 @@ def run_cli(
 
 def add_zendesk(workdir: Path, env: dict[str, str]) -> None:
     """Register the test app 'zendesk' with the command, as an operator would (secrets on stdin)."""
-    from tests.builders import CLIENT_SECRET, SIGNING_SECRET, VENDOR_APP_ID
+    from tests.support.builders import CLIENT_SECRET, SIGNING_SECRET, VENDOR_APP_ID
 
     added = subprocess.run(
         [*command(), "apps", "add", "zendesk", "--vendor-app-id", VENDOR_APP_ID, "--client-id", "zc"],

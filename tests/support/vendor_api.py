@@ -10,8 +10,9 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from http.server import BaseHTTPRequestHandler
+
+from tests.support.loopback import LoopbackServer, QuietHandler
 
 
 @dataclass(frozen=True)
@@ -21,24 +22,18 @@ class Seen:
     status: int
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 128  # many client threads connect at once
-
-
-class VendorApi:
+class VendorApi(LoopbackServer):
     def __init__(self, reject: str = "first") -> None:
         assert reject in ("first", "all", "none")
         self.seen: list[Seen] = []
         self.rejected: set[str] = set()
         self.reject = reject
         self._lock = threading.Lock()
-        self._httpd = _Server(("127.0.0.1", 0), self._handler())
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        super().__init__(self._handler())
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self._httpd.server_address[1]}"
+        return self.origin
 
     def tokens(self) -> list[str]:
         """Distinct tokens presented, in the order first seen."""
@@ -56,12 +51,8 @@ class VendorApi:
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         api = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
+        class Handler(QuietHandler):
             disable_nagle_algorithm = True  # headers and body leave at once, no delayed-ACK stall
-
-            def log_message(self, *_args: Any) -> None:
-                pass
 
             def _serve(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
@@ -82,9 +73,8 @@ class VendorApi:
 def serving(reject: str = "first") -> Iterator[VendorApi]:
     """``reject``: the first token seen (``first``), every token (``all``) or none."""
     api = VendorApi(reject)
-    api._thread.start()
+    api.start()
     try:
         yield api
     finally:
-        api._httpd.shutdown()
-        api._httpd.server_close()
+        api.stop()

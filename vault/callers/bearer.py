@@ -7,10 +7,9 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy.orm import Session
 
-from vault import keys
-from vault.callers import workload
+from vault.callers import keys, workload
+from vault.callers.keys import Caller
 from vault.freshness import UNCACHED, Snapshot
-from vault.keys import Caller
 
 if TYPE_CHECKING:
     from vault.runtime import Runtime

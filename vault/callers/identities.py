@@ -11,9 +11,9 @@ from sqlalchemy import Select, delete, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from vault.callers.keys import LAST_USED_RESOLUTION, NAME
 from vault.db import reading, writing
 from vault.errors import BadValue, OperationalError
-from vault.keys import LAST_USED_RESOLUTION, NAME
 from vault.models import Identity, Issuer, Role
 
 log = logging.getLogger(__name__)

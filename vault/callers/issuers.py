@@ -13,9 +13,9 @@ from sqlalchemy.orm import Session
 
 from vault.callers.identities import withdraw
 from vault.callers.jwks import Fetched, Source, validate_url
+from vault.callers.keys import NAME
 from vault.db import reading, writing
 from vault.errors import BadValue, OperationalError
-from vault.keys import NAME
 from vault.models import Identity, Issuer
 
 log = logging.getLogger(__name__)

@@ -16,8 +16,8 @@ import httpx
 from joserfc.errors import JoseError
 from joserfc.jwk import JWKRegistry, Key
 
-from vault.apps import LOOPBACK_HOSTS
 from vault.errors import BadValue
+from vault.settings import LOOPBACK_HOSTS
 
 REFRESH_EVERY = dt.timedelta(minutes=1)  # between two fetches of one issuer's key set
 MAX_AGE = dt.timedelta(hours=1)  # a key set held longer is fetched again on its next use

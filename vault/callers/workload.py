@@ -27,9 +27,9 @@ from sqlalchemy.orm import Session
 
 from vault.callers import identities, issuers, jwks
 from vault.callers.issuers import TrustedIssuer
+from vault.callers.keys import PREFIX, Caller
 from vault.errors import IdentityRefused
 from vault.freshness import UNCACHED, Snapshot
-from vault.keys import PREFIX, Caller
 
 LEEWAY = 60  # seconds of clock skew allowed on exp, nbf and iat
 MAX_TOKEN = 16 * 1024

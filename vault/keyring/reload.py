@@ -14,12 +14,11 @@ import datetime as dt
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from vault import keyring_gaps
-from vault.crypto import Keyring, keyring_source, load_keyring
 from vault.db import make_engine, writing
 from vault.errors import KeyringError
+from vault.keyring import gaps as keyring_gaps
+from vault.keyring.crypto import Keyring, key_check_problem, keyring_source, load_keyring
 from vault.models import KeyCheck
-from vault.runtime import key_check_problem
 from vault.settings import Settings
 
 

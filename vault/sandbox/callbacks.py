@@ -9,8 +9,8 @@ from typing import Any
 
 import httpx
 
+from vault.callbacks.signatures import sign
 from vault.clock import iso
-from vault.signatures import sign
 
 KINDS = ("delegation", "disable", "enable", "uninstall", "install", "upgrade")
 TENANT_IDS = uuid.UUID("6f0c3a52-2f1e-4c55-9d1b-5b1de0a5e0c1")  # tenant ids derive from names

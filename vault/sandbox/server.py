@@ -37,9 +37,9 @@ import httpx
 
 from vault.sandbox import callbacks
 from vault.sandbox.vendor import Reply, Vendor
+from vault.settings import MAX_BODY
 
 log = logging.getLogger(__name__)
-MAX_BODY = 64 * 1024
 LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "[::1]"})
 
 

@@ -10,9 +10,10 @@ import uuid
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from vault import apps, keys
-from vault.crypto import Keyring
+from vault.apps import registry as apps
+from vault.callers import keys
 from vault.db import writing
+from vault.keyring.crypto import Keyring
 from vault.models import App, ServiceKey
 
 SLUG = "sandbox"

@@ -13,11 +13,11 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import context, op
 
-from vault import chain
-from vault.crypto import Keyring
 from vault.errors import KeyringError
+from vault.history import chain
+from vault.keyring.crypto import Keyring
+from vault.keyring.sealing import row_aad
 from vault.models import HISTORY_MAC, DelegationHistory, UTCDateTime
-from vault.sealing import row_aad
 
 revision = "history_chain"
 down_revision = "keyring_upstream_throttles"
