@@ -14,6 +14,7 @@ from vault import client_auth, pem
 from vault.crypto import Keyring
 from vault.db import writing
 from vault.errors import BadValue, OperationalError, UnknownApp
+from vault.freshness import invalidate
 from vault.models import App, CachedToken, Delegation, Grant
 from vault.scopes import ANY, normalise_allowed, normalise_scope
 from vault.sealing import row_aad
@@ -206,6 +207,8 @@ def update_app(
         for name in changed:
             setattr(app, name, values[name])
         changed = installed + changed
+        if changed:
+            invalidate(session, "app", app.slug)
         if drops_tokens(changed):
             session.execute(delete(CachedToken).where(CachedToken.app_id == app.id))
     return changed
@@ -264,6 +267,7 @@ def remove_app(session: Session, slug: str) -> None:
     """Delete an app and, by cascade, its delegations, history and cached tokens; committed."""
     with writing(session):
         session.delete(get_app(session, slug))
+        invalidate(session, "app", slug)
 
 
 def signing_secrets(

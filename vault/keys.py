@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from vault.db import reading, writing
 from vault.errors import BadValue, Forbidden, OperationalError, Unauthorized
-from vault.freshness import UNCACHED, Snapshot
+from vault.freshness import UNCACHED, Snapshot, invalidate
 from vault.models import Role, ServiceKey
 
 log = logging.getLogger(__name__)
@@ -24,6 +24,9 @@ PREFIX = "dvk_"
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 # last_used_at is written at most this often per key, so the hot path stays read-only.
 LAST_USED_RESOLUTION = dt.timedelta(minutes=1)
+# The stamps this process wrote: the memo keeps a key's row as it was read (a stamp invalidates
+# nothing), so without these every request would find the stamp old and write it again.
+_stamped: dict[int, dt.datetime] = {}
 
 
 def hash_key(presented: str) -> str:
@@ -132,7 +135,8 @@ def authenticate(
     if key.role != role:
         raise Unauthorized("key_wrong_role")
     caller = Caller(key.name, key.role, key.apps, key.tenants)
-    stale = key.last_used_at is None or now - key.last_used_at > LAST_USED_RESOLUTION
+    last = max((t for t in (key.last_used_at, _stamped.get(key.id)) if t), default=None)
+    stale = last is None or now - last > LAST_USED_RESOLUTION
     if stale and snapshot.live:  # bookkeeping waits while the database does not answer
         _touch(session, key.id, now)
     return caller
@@ -141,6 +145,7 @@ def authenticate(
 def _touch(session: Session, key_id: int, now: dt.datetime) -> None:
     # A short transaction of its own, before the request's work starts (no second connection,
     # so a burst of requests cannot exhaust the pool); bookkeeping never fails a request.
+    _stamped[key_id] = now  # tried: not again within the resolution, even if it fails
     try:
         with writing(session):
             stmt = update(ServiceKey).where(ServiceKey.id == key_id).values(last_used_at=now)
@@ -159,3 +164,4 @@ def revoke_key(session: Session, name: str, now: dt.datetime) -> None:
         raise OperationalError(f"no key named {name!r}")
     if key.revoked_at is None:
         key.revoked_at = now
+        invalidate(session, "service_key", key.key_hash)

@@ -153,6 +153,7 @@ class Settings:
     upstream_max_attempts: int = 3
     upstream_timeout: float = 5.0
     db_timeout: float = 5.0  # the longest a request waits on the database
+    partition_grace: float = 30.0  # seconds answered from memory after last hearing the database
     allow_http_token_urls: bool = False
     metrics_public: bool = False
     log_format: str = "text"
@@ -213,6 +214,7 @@ class Settings:
             upstream_max_attempts=_int(env, "DV_UPSTREAM_MAX_ATTEMPTS", 3, 1, 10),
             upstream_timeout=_float(env, "DV_UPSTREAM_TIMEOUT", 5.0, 0.05, 9.0),
             db_timeout=_float(env, "DV_DB_TIMEOUT", 5.0, 0.1, 60.0),
+            partition_grace=_float(env, "DV_PARTITION_GRACE", 30.0, 0.0, 3600.0),
             allow_http_token_urls=allow_http,
             metrics_public=_flag(env, "DV_METRICS_PUBLIC"),
             log_format=log_format,

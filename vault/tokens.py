@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from vault import cache_bounds, delegations, metrics
@@ -107,9 +108,12 @@ def issue(
         session, rt.keyring, target.key, query.stale_token, rt.clock()
     ):
         snapshot = UNCACHED  # the memo may still hold the row this request just emptied
-    return _cached(rt, session, target, query.min_ttl, snapshot) or _miss(
-        rt, session, target, query.min_ttl
-    )
+    try:
+        found = _cached(rt, session, target, query.min_ttl, snapshot)
+    except OperationalError:  # the database stopped answering since the request's view was taken
+        session.rollback()
+        return _without_database(rt, target, query)
+    return found or _miss(rt, session, target, query.min_ttl)
 
 
 def served_from_cache(

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-from sqlalchemy import create_engine, func, insert, select, text
+from sqlalchemy import Connection, create_engine, func, insert, select, text
 
 from tests import builders
 from tests.support import oauth_server, postgres
@@ -42,7 +42,6 @@ from tests.support.ports import free_port
 from vault import apps, migrate
 from vault.clock import iso
 from vault.crypto import new_key_entry, parse_keyring
-from vault.freshness import PROBES
 from vault.models import Delegation, ProcessedRequest
 from vault.runtime import Runtime, ensure_key_check
 from vault.sealing import row_aad
@@ -322,8 +321,7 @@ def settle(db: Database) -> None:
     """Refresh the planner's statistics, as a database long in service has them.
 
     Without this, PostgreSQL's autovacuum analyzes the freshly loaded tables minutes later, in the
-    middle of a round; an ANALYZE is a commit, and every commit starts each worker's memo of reads
-    over (see ``changes``, which counts what the run still sees).
+    middle of a round, and the plans of the first reads would change under it.
     """
     engine = create_engine(db.url, isolation_level="AUTOCOMMIT")
     with engine.connect() as conn:
@@ -333,16 +331,16 @@ def settle(db: Database) -> None:
 
 @contextlib.contextmanager
 def changes(db: Database) -> Iterator[list[int]]:
-    """Count the commits the service's change probe would see, asking every 50 ms, while inside."""
+    """Count the binding writes (what ends the reuse of reads), asking every 50 ms, while inside."""
     seen = [0]
     done = threading.Event()
     engine = create_engine(db.url, isolation_level="AUTOCOMMIT")
 
     def watch() -> None:
         with engine.connect() as conn:
-            last = conn.exec_driver_sql(PROBES[db.engine_name]).scalar()
+            last = _binding_writes(conn, db)
             while not done.wait(0.05):
-                marker = conn.exec_driver_sql(PROBES[db.engine_name]).scalar()
+                marker = _binding_writes(conn, db)
                 seen[0] += marker != last
                 last = marker
 
@@ -354,6 +352,23 @@ def changes(db: Database) -> Iterator[list[int]]:
         done.set()
         watcher.join()
         engine.dispose()
+
+
+def _binding_writes(conn: Connection, db: Database) -> int:
+    if db.engine_name == "postgresql":
+        return int(
+            conn.exec_driver_sql(
+                "SELECT coalesce(max(seq), 0) FROM freshness_invalidations"
+            ).scalar()
+            or 0
+        )
+    from vault.freshness.generation import Generation, beside
+
+    shared = Generation(beside(str(conn.engine.url.database)))
+    try:
+        return shared.current()
+    finally:
+        shared.close()
 
 
 def token_lines(path: Path, key: str, tenants: int, count: int = 20_000) -> Path:
