@@ -26,7 +26,7 @@ NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 LAST_USED_RESOLUTION = dt.timedelta(minutes=1)
 # The stamps this process wrote: the memo keeps a key's row as it was read (a stamp invalidates
 # nothing), so without these every request would find the stamp old and write it again.
-_stamped: dict[int, dt.datetime] = {}
+_stamped: dict[str, dt.datetime] = {}  # by key hash
 
 
 def hash_key(presented: str) -> str:
@@ -135,9 +135,10 @@ def authenticate(
     if key.role != role:
         raise Unauthorized("key_wrong_role")
     caller = Caller(key.name, key.role, key.apps, key.tenants)
-    last = max((t for t in (key.last_used_at, _stamped.get(key.id)) if t), default=None)
+    last = max((t for t in (key.last_used_at, _stamped.get(key_hash)) if t), default=None)
     stale = last is None or now - last > LAST_USED_RESOLUTION
     if stale and snapshot.live:  # bookkeeping waits while the database does not answer
+        _stamped[key_hash] = now  # tried: not again within the resolution, even if it fails
         _touch(session, key.id, now)
     return caller
 
@@ -145,7 +146,6 @@ def authenticate(
 def _touch(session: Session, key_id: int, now: dt.datetime) -> None:
     # A short transaction of its own, before the request's work starts (no second connection,
     # so a burst of requests cannot exhaust the pool); bookkeeping never fails a request.
-    _stamped[key_id] = now  # tried: not again within the resolution, even if it fails
     try:
         with writing(session):
             stmt = update(ServiceKey).where(ServiceKey.id == key_id).values(last_used_at=now)

@@ -1,7 +1,8 @@
 """Reads: the process's memo, and when a request may answer from it.
 
-- SQLite (one host): while the shared generation (vault/freshness/generation.py) is the one the
-  memo was filled under. No system call, no statement.
+- SQLite (one host): while the shared generation (vault/freshness/generation.py) has not moved
+  since this process last looked: no system call, no statement. When it has, the first request
+  to see it replays the invalidations committed since (one statement) before any request reads.
 - PostgreSQL: while this process's lease is valid (vault/freshness/leases.py): no statement.
   Without a valid lease (at start, after a lapse) a request first asks the database what was
   committed since this process last looked, and applies it (one statement, shared by the
@@ -13,11 +14,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
 import threading
 import time
+from typing import Protocol
 
 from sqlalchemy import Engine
 
@@ -25,7 +28,7 @@ from vault.errors import Unavailable
 from vault.freshness import generation, kinds
 from vault.freshness.leases import Holder
 from vault.freshness.memo import UNCACHED, Memo, Snapshot
-from vault.freshness.wire import Wire
+from vault.freshness.wire import Row, Wire
 
 log = logging.getLogger(__name__)
 REPLAY_ROWS = 1000  # more missed than this: forget the whole memo instead
@@ -33,10 +36,27 @@ PROBE_AGAIN = 1.0  # seconds after a failed attempt before a request asks again
 RETRY_AFTER = 5
 
 NEWEST = "SELECT coalesce(max(seq), 0) FROM freshness_invalidations"
-SINCE = (
-    "SELECT seq, kind, ident FROM freshness_invalidations WHERE seq > $1::bigint"
-    " ORDER BY seq LIMIT 1000"  # REPLAY_ROWS
-)
+_SINCE = "SELECT seq, kind, ident FROM freshness_invalidations WHERE seq > "
+SINCE = {  # LIMIT is REPLAY_ROWS
+    "postgresql": _SINCE + "$1::bigint ORDER BY seq LIMIT 1000",
+    "sqlite": _SINCE + "? ORDER BY seq LIMIT 1000",
+}
+
+
+class Asks(Protocol):
+    def query(self, sql: str, *params: str) -> list[Row]: ...
+
+
+class _Local:
+    """The replay's statements on SQLite, through the engine (reads: no write lock taken)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def query(self, sql: str, *params: str) -> list[Row]:
+        with self._engine.connect() as connection:
+            found = connection.exec_driver_sql(sql, tuple(int(p) for p in params))
+            return [tuple(None if v is None else str(v) for v in row) for row in found]
 
 
 class Reads:
@@ -56,6 +76,7 @@ class Reads:
         self.last: int | None = None  # the last invalidation applied
         self._failed_at = -math.inf
         self._replaying = threading.Lock()
+        self._generation_lock = threading.Lock()
         self._probing = threading.Lock()
         self._answer = (-1, False)  # (when the last probe was sent, monotonic ns; did it answer)
         self._wire: Wire | None = None
@@ -66,6 +87,8 @@ class Reads:
             database = engine.url.database or ""
             self._generation = generation.Generation(generation.beside(database))
             self._seen = self._generation.current()
+            with contextlib.suppress(Exception):  # not migrated yet: the first move forgets all
+                self.last = int(_Local(engine).query(NEWEST)[0][0] or 0)
 
     # The hot path ---------------------------------------------------------------------------
     def begin(self) -> Snapshot:
@@ -82,9 +105,15 @@ class Reads:
         return UNCACHED
 
     def _advance(self, current: int) -> None:
-        with self._replaying:
+        """The generation moved: replay what was committed since (the writes bumped it after
+        their commits), so requests that saw it move see the memo without what they changed."""
+        with self._generation_lock:
             if current != self._seen:
-                self._memo.forget()
+                try:
+                    self.replay(_Local(self._engine))
+                except Exception:  # whatever failed: forget rather than guess
+                    self._memo.forget()
+                    self.last = None
                 self._seen = current
 
     # PostgreSQL without a valid lease -------------------------------------------------------
@@ -135,7 +164,7 @@ class Reads:
                     self._holder = Holder(self, self._engine, self.timeout)
 
     # What the holder (and a probe) learn ----------------------------------------------------
-    def replay(self, wire: Wire) -> None:
+    def replay(self, wire: Asks) -> None:
         """Apply every invalidation committed since the last one applied (or forget all)."""
         with self._replaying:
             if self.last is None:
@@ -143,7 +172,7 @@ class Reads:
                 self._memo.forget()
                 self.last = newest
                 return
-            rows = wire.query(SINCE, str(self.last))
+            rows = wire.query(SINCE[self.mode], str(self.last))
             if not rows:
                 return
             seqs = [int(seq or 0) for seq, _kind, _ident in rows]

@@ -1,12 +1,13 @@
 """Binding writes: ``invalidate`` inside the writing transaction; the rest happens at commit.
 
 ``invalidate(session, kind, *ident)`` notes what the transaction changes for requests. Just before
-the commit, on PostgreSQL, the notes become rows of the invalidation table, numbered in commit
-order (binding writes take one transaction-level advisory lock for their last statements, so
-numbers and commits have the same order), and a NOTIFY tells every listening process. After the
-commit the writer waits until every live lease has acknowledged the number, or has lapsed
-(at most ``LEASE`` seconds): only then does the command return or the reply leave. On SQLite the
-shared generation is bumped after the commit. A rollback drops the notes.
+the commit the notes become rows of the invalidation table, numbered in commit order (on
+PostgreSQL binding writes take one transaction-level advisory lock for their last statements; on
+SQLite every writer holds the database's write lock), and on PostgreSQL a NOTIFY tells every
+listening process. After the commit the writer waits until every live lease has acknowledged the
+number, or has lapsed (at most ``LEASE`` seconds): only then does the command return or the reply
+leave. On SQLite the shared generation is bumped after the commit, and each process replays the
+new rows the first time a request sees it moved. A rollback drops the notes.
 
 ``wait=False`` is for writes that change a request's answer without binding it (a new token
 stored by a refresh): holders learn at once, and the writer does not wait for them.
@@ -14,16 +15,18 @@ stored by a refresh): holders learn at once, and the writer does not wait for th
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import time
 from typing import Any
 
-from sqlalchemy import Connection, Engine, event, text
+from sqlalchemy import Connection, Engine, event, insert, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, SessionTransaction
 
 from vault.freshness import generation, kinds
 from vault.freshness.leases import CHANNEL, LEASE
+from vault.models import Invalidation
 
 log = logging.getLogger(__name__)
 
@@ -34,10 +37,6 @@ KEEP = 10_000  # invalidations kept for holders that come back (older: they forg
 POLL = 0.002  # seconds between looks at the acknowledgements
 
 NUMBER = "SELECT coalesce(max(seq), 0) FROM freshness_invalidations"
-ADD = (
-    "INSERT INTO freshness_invalidations (seq, kind, ident, created_at)"
-    " VALUES (:seq, :kind, :ident, now())"
-)
 BEHIND = (
     "SELECT count(*) FROM freshness_leases WHERE acked < :seq AND expires_at > clock_timestamp()"
 )
@@ -57,19 +56,27 @@ def _before_commit(session: Session) -> None:
     session.flush()  # the transaction's own changes first: the lock below is its last step
     connection = session.connection()
     engine = connection.engine
-    seq = _number(connection, notes) if engine.dialect.name == "postgresql" else 0
+    seq = _number(connection, notes)
     session.info[COMMITTED] = (engine, seq, any(wait for *_n, wait in notes))
 
 
 def _number(connection: Connection, notes: list[tuple[str, str, bool]]) -> int:
-    connection.execute(text("SELECT pg_advisory_xact_lock(:a, :b)"), {"a": LOCK[0], "b": LOCK[1]})
+    postgresql = connection.dialect.name == "postgresql"
+    if postgresql:  # SQLite writers hold the database's one write lock already
+        connection.execute(
+            text("SELECT pg_advisory_xact_lock(:a, :b)"), {"a": LOCK[0], "b": LOCK[1]}
+        )
     first = int(connection.scalar(text(NUMBER)) or 0) + 1
-    rows = [{"seq": first + n, "kind": k, "ident": i} for n, (k, i, _w) in enumerate(notes)]
-    connection.execute(text(ADD), rows)
+    at = dt.datetime.now(dt.UTC)
+    rows = [
+        {"seq": first + n, "kind": k, "ident": i, "created_at": at}
+        for n, (k, i, _w) in enumerate(notes)
+    ]
+    connection.execute(insert(Invalidation), rows)
     last = first + len(rows) - 1
-    connection.execute(
-        text("SELECT pg_notify(:channel, :seq)"), {"channel": CHANNEL, "seq": str(last)}
-    )
+    if postgresql:
+        notify = text("SELECT pg_notify(:channel, :seq)")
+        connection.execute(notify, {"channel": CHANNEL, "seq": str(last)})
     if last // 1000 != (first - 1) // 1000:  # now and then: forget the oldest
         connection.execute(
             text("DELETE FROM freshness_invalidations WHERE seq <= :old"), {"old": last - KEEP}
