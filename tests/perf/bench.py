@@ -2,6 +2,11 @@
 
     python -m tests.perf.bench [--duration 10] [--rounds 3] [--connections 32] [--only NAME,...]
 
+``tokens-neighbour-postgresql`` runs the cached-token rounds while another database on the same
+PostgreSQL server commits ``--neighbour-rate`` small transactions a second; ``tokens-outsider-*``
+while an outsider sends ``--outsider-rate`` unsigned callbacks a second (each answered 401, each
+recorded as a rejection).
+
 Every configuration starts its own gunicorn (2 gthread workers); a bare Flask floor runs under the
 same settings for the whole run. Debian's ``wrk`` drives the floor and the service in alternating
 rounds (floor first, then service first, ...), with the same prepared requests, so both see the
@@ -17,6 +22,7 @@ import argparse
 import asyncio
 import contextlib
 import datetime as dt
+import functools
 import json
 import os
 import shutil
@@ -158,6 +164,7 @@ def databases(which: set[str], workdir: Path) -> Iterator[dict[str, Callable[[],
                 return Database(url, "postgresql")
 
             factories["postgresql"] = pg
+            factories["neighbour"] = lambda: Database(server.url_for("postgres"), "postgresql")
         yield factories
 
 
@@ -381,10 +388,63 @@ def token_lines(path: Path, key: str, tenants: int, count: int = 20_000) -> Path
     return path
 
 
+@contextlib.contextmanager
+def paced(rate: float, work: Callable[[], object]) -> Iterator[list[int]]:
+    """Run ``work`` ``rate`` times a second in a thread of its own while inside; count them."""
+    done, count = threading.Event(), [0]
+
+    def run() -> None:
+        start = time.monotonic()
+        while not done.is_set():
+            work()
+            count[0] += 1
+            done.wait(max(0.0, start + count[0] / rate - time.monotonic()))
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    try:
+        yield count
+    finally:
+        done.set()
+        thread.join()
+
+
+@contextlib.contextmanager
+def neighbour(db: Database, rate: float, _url: str) -> Iterator[list[int]]:
+    """Another database on the same server committing ``rate`` small transactions a second."""
+    import psycopg
+
+    url = db.url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS neighbour (n bigint)")
+        with paced(rate, lambda: conn.execute("INSERT INTO neighbour VALUES (1)")) as count:
+            yield count
+
+
+@contextlib.contextmanager
+def outsider(url: str, rate: float) -> Iterator[list[int]]:
+    """Unsigned callbacks, ``rate`` a second: each is refused 401 and recorded as a rejection."""
+    with httpx.Client(base_url=url, timeout=10) as client:
+
+        def one() -> None:
+            reply = client.post("/api/v1/applications/zendesk/config", json={"tenant": "x"})
+            assert reply.status_code == 401, reply.status_code
+
+        with paced(rate, one) as count:
+            yield count
+
+
 def bench_tokens(
-    db: Database, args: argparse.Namespace, workdir: Path, floor: Server, stored: int, spread: int
+    db: Database,
+    args: argparse.Namespace,
+    workdir: Path,
+    floor: Server,
+    stored: int,
+    spread: int,
+    meanwhile: Callable[[str], contextlib.AbstractContextManager[list[int]]] | None = None,
 ) -> dict[str, object]:
-    """The cached-token path: ``stored`` delegations, requests spread over ``spread`` tenants."""
+    """The cached-token path: ``stored`` delegations, requests spread over ``spread`` tenants;
+    ``meanwhile`` runs alongside the rounds (a neighbour, an outsider)."""
     keys = new_key_entry("bench1")
     rt = runtime_for(db, keys, workdir)
     with oauth_server.serving() as oauth:
@@ -397,7 +457,7 @@ def bench_tokens(
             warm(server.url, key, spread)
             settle(db)
             warmed = oauth.calls
-            with changes(db) as seen:
+            with changes(db) as seen, (meanwhile or _nothing)(server.url) as beside:
                 result = compare(server, floor, lambda: lines, "token", args)
             rss = server.worker_rss_mb()
         return {
@@ -405,9 +465,15 @@ def bench_tokens(
             "delegations": stored,
             "tenants": spread,
             "upstream_calls_during_run": oauth.calls - warmed,
-            "commits_seen_during_run": seen[0],
+            "binding_writes_seen_during_run": seen[0],
+            "alongside": beside[0],
             "worker_rss_mb": rss,
         }
+
+
+@contextlib.contextmanager
+def _nothing(_url: str) -> Iterator[list[int]]:
+    yield [0]
 
 
 def warm(url: str, key: str, tenants: int) -> None:
@@ -541,6 +607,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--callbacks", type=int, default=60_000, help="prepared callbacks")
     parser.add_argument("--delegations", type=int, default=100_000, help="stored for tokens-100k")
+    parser.add_argument("--neighbour-rate", type=float, default=200, help="commits/s next door")
+    parser.add_argument("--outsider-rate", type=float, default=100, help="unsigned callbacks/s")
     parser.add_argument("--only", default="", help=f"comma-separated, of: {', '.join(CONFIGS)}")
     args = parser.parse_args(argv)
     if shutil.which("wrk") is None:
@@ -561,6 +629,14 @@ def main(argv: list[str] | None = None) -> int:
             if f"tokens-{engine}" in wanted:
                 result = bench_tokens(dbs[engine](), args, workdir, floor, 1, 1)
                 emit(f"tokens-{engine}", result)
+            if f"tokens-neighbour-{engine}" in wanted:
+                next_door = functools.partial(neighbour, dbs["neighbour"](), args.neighbour_rate)
+                result = bench_tokens(dbs[engine](), args, workdir, floor, 1, 1, next_door)
+                emit(f"tokens-neighbour-{engine}", result)
+            if f"tokens-outsider-{engine}" in wanted:
+                unsigned = functools.partial(outsider, rate=args.outsider_rate)
+                result = bench_tokens(dbs[engine](), args, workdir, floor, 1, 1, unsigned)
+                emit(f"tokens-outsider-{engine}", result)
             if f"tokens-100k-{engine}" in wanted:
                 result = bench_tokens(dbs[engine](), args, workdir, floor, args.delegations, 1000)
                 emit(f"tokens-100k-{engine}", result)
@@ -577,8 +653,12 @@ def main(argv: list[str] | None = None) -> int:
 CONFIGS = [
     f"{kind}-{engine}"
     for engine in ("sqlite", "postgresql")
-    for kind in ("tokens", "tokens-100k", "callbacks", "cold-burst", "status-100k")
-]
+    for kind in (
+        "tokens", "tokens-neighbour", "tokens-outsider", "tokens-100k", "callbacks",
+        "cold-burst", "status-100k",
+    )
+    if (kind, engine) != ("tokens-neighbour", "sqlite")  # a neighbour shares a server
+]  # fmt: skip
 
 
 if __name__ == "__main__":
