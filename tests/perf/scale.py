@@ -109,6 +109,16 @@ def instances(
         ]
 
 
+def commit_timed(runtime: Runtime, count: int, tag: str) -> list[float]:
+    """A write that binds nothing (a new key): what one commit costs here, for comparison."""
+    took = []
+    for i in range(count):
+        start = time.monotonic()
+        builders.create_key(runtime, f"b{tag}{i}")
+        took.append((time.monotonic() - start) * 1000)
+    return took
+
+
 def revoke_timed(runtime: Runtime, count: int, tag: str) -> list[float]:
     names = [f"w{tag}{i}" for i in range(count)]
     for name in names:
@@ -143,6 +153,7 @@ def measure(
                 assert reply.status_code == 200 and reply.json()["source"] == "cache", reply.text
             spent = time.monotonic() - start
             during = statements(server) - before
+        plain = commit_timed(runtime, args.writes, f"{n}p")
         live_writes = revoke_timed(runtime, args.writes, f"{n}l")
         relay.cut()
         cut_writes = revoke_timed(runtime, args.writes, f"{n}c")
@@ -154,6 +165,7 @@ def measure(
         "statements_during_hits": during,
         "statements_per_hit": round(max(0.0, during - idle * spent) / args.hits, 4),
         "idle_statements_per_s_per_instance": round(idle / n, 2),
+        "plain_commit_ms_p50": round(statistics.median(plain), 1),
         "write_ms_all_live": {
             "p50": round(statistics.median(live_writes), 1),
             "p99": round(quantile(live_writes, 0.99), 1),
