@@ -66,6 +66,10 @@ class Relay:
                 sock.shutdown(socket.SHUT_RDWR)
 
     def _keep(self, sock: socket.socket) -> None:
+        # As libpq does: without it, Nagle's algorithm meets delayed ACKs and a small message
+        # (a notification, an acknowledgement) waits 40 ms in the relay.
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         with self._lock:
             self._sockets.append(sock)
 
