@@ -33,6 +33,7 @@ from vault.freshness.wire import Row, Wire
 log = logging.getLogger(__name__)
 REPLAY_ROWS = 1000  # more missed than this: forget the whole memo instead
 PROBE_AGAIN = 1.0  # seconds after a failed attempt before a request asks again
+QUICK = 0.2  # seconds: a failure this fast is a dropped connection, worth one more try
 RETRY_AFTER = 5
 
 NEWEST = "SELECT coalesce(max(seq), 0) FROM freshness_invalidations"
@@ -120,14 +121,17 @@ class Reads:
     def _lapsed(self) -> Snapshot:
         arrived = time.monotonic_ns()
         self._start_holder()
-        with self._probing:
-            if time.monotonic() < self.valid_until:
-                return self._live
-            sent, live = self._answer
-            if sent <= arrived:
-                sent = time.monotonic_ns()
-                live = self._probe() if time.monotonic() - self._failed_at > PROBE_AGAIN else False
-                self._answer = (sent, live)
+        live = False
+        # The database did not answer a moment ago: no request waits on it again just now.
+        if time.monotonic() - self._failed_at > PROBE_AGAIN:
+            with self._probing:
+                if time.monotonic() < self.valid_until:
+                    return self._live
+                sent, live = self._answer
+                if sent <= arrived:
+                    sent = time.monotonic_ns()
+                    live = self._probe()
+                    self._answer = (sent, live)
         if live:
             return self._live
         if time.monotonic() - self.heard < self.grace:
@@ -135,22 +139,24 @@ class Reads:
         raise Unavailable("database_unavailable", retry_after=RETRY_AFTER)
 
     def _probe(self) -> bool:
-        """Catch up on a connection of the requests' own; once more on a new one."""
-        for attempt in (1, 2):
+        """Catch up on a connection of the requests' own; once more on a new one if the old one
+        failed at once (the server closed it while idle), so a request waits about one timeout."""
+        for _attempt in (1, 2):
+            began = time.monotonic()
             try:
                 if self._wire is None:
                     self._wire = Wire(self._engine, self.timeout)
-                sent = time.monotonic()
                 self.replay(self._wire)
-                self.heard = max(self.heard, sent)
+                self.heard = max(self.heard, began)
                 return True
             except Exception as exc:
                 self._close_wire()
-                if attempt == 2:
-                    self.unheard()
+                if time.monotonic() - began > QUICK:
                     log.warning(
                         "database did not answer the freshness check: %s", type(exc).__name__
                     )
+                    break
+        self.unheard()
         return False
 
     def _start_holder(self) -> None:
