@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     ForeignKey,
     Index,
@@ -351,6 +352,27 @@ class Lease(Base):
     name: Mapped[str] = mapped_column(String(32), primary_key=True)
     holder: Mapped[str | None] = mapped_column(String(128))
     until: Mapped[dt.datetime]
+
+
+class Invalidation(Base):
+    """A binding write's invalidation, in commit order: what cache holders replay (vault/freshness)."""
+
+    __tablename__ = "freshness_invalidations"
+
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    kind: Mapped[str] = mapped_column(String(32))
+    ident: Mapped[str] = mapped_column(String(512))
+    created_at: Mapped[dt.datetime]
+
+
+class CacheLease(Base):
+    """A process's lease on serving from memory: renewed while it hears the database."""
+
+    __tablename__ = "freshness_leases"
+
+    holder: Mapped[str] = mapped_column(String(128), primary_key=True)
+    expires_at: Mapped[dt.datetime]
+    acked: Mapped[int] = mapped_column(BigInteger)  # the last invalidation it applied
 
 
 class UpstreamThrottle(Base):

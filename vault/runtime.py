@@ -52,7 +52,7 @@ class Memo:
 @dataclasses.dataclass(frozen=True)
 class Runtime:
     """Built once per process: the settings, the keyring, the database, and the services that
-    keep state between requests (the change probe's memo, the token cache, single flight, the
+    keep state between requests (the memo of reads, the token cache, single flight, the
     token endpoint's connection pool). Nothing here is replaced while the process runs."""
 
     settings: Settings
@@ -60,7 +60,7 @@ class Runtime:
     engine: Engine
     sessions: sessionmaker[Session]
     clock: Clock
-    reads: Reads  # reads reused until the database reports a commit (vault/freshness.py)
+    reads: Reads  # reads reused until a binding write ends them (vault/freshness/)
     tokens: TokenCache
     flights: Flights
     locks: KeyLocks
@@ -91,7 +91,7 @@ class Runtime:
             engine=engine,
             sessions=make_sessionmaker(engine),
             clock=clock,
-            reads=Reads(engine),
+            reads=Reads(engine, grace=settings.partition_grace, timeout=settings.db_timeout),
             tokens=TokenCache(),
             flights=Flights(),
             locks=KeyLocks(engine),

@@ -158,6 +158,8 @@ class Settings:
     token_default_ttl: int = 600
     upstream_max_attempts: int = 3
     upstream_timeout: float = 5.0
+    db_timeout: float = 5.0  # the longest a request waits on the database
+    partition_grace: float = 30.0  # seconds answered from memory after last hearing the database
     allow_http_token_urls: bool = False
     forwarded_allow_ips: str = "127.0.0.1"  # proxies whose X-Forwarded-For is believed
     metrics_public: bool = False
@@ -218,6 +220,8 @@ class Settings:
             token_default_ttl=_int(env, "DV_TOKEN_DEFAULT_TTL", 600, 1, 86400),
             upstream_max_attempts=_int(env, "DV_UPSTREAM_MAX_ATTEMPTS", 3, 1, 10),
             upstream_timeout=_float(env, "DV_UPSTREAM_TIMEOUT", 5.0, 0.05, 9.0),
+            db_timeout=_float(env, "DV_DB_TIMEOUT", 5.0, 0.1, 60.0),
+            partition_grace=_float(env, "DV_PARTITION_GRACE", 30.0, 0.0, 3600.0),
             allow_http_token_urls=allow_http,
             forwarded_allow_ips=env.get("FORWARDED_ALLOW_IPS", "127.0.0.1"),
             metrics_public=_flag(env, "DV_METRICS_PUBLIC"),

@@ -1,4 +1,5 @@
-"""Reads reused between commits: every commit, from any connection or process, ends the reuse.
+"""Reads reused between binding writes: every binding write, from any connection or process,
+ends the reuse of what it changed, and nothing else does.
 
 Each test counts the reads a request really makes, so a memo that served a stale value, or one
 that never served at all, fails here.
@@ -19,7 +20,7 @@ from tests.support.clock import FrozenClock
 from tests.support.token_fixtures import ask
 from vault.callers import keys
 from vault.db import make_engine, writing
-from vault.freshness import Reads
+from vault.freshness import Reads, invalidate
 from vault.models import ServiceKey
 from vault.runtime import Runtime
 
@@ -45,16 +46,22 @@ def counting(engine: Engine) -> tuple[Callable[[], int], list[int]]:
     return load, runs
 
 
-def add_key(engine: Engine, name: str, clock: FrozenClock) -> None:
+KEYS = ("stored_keys", "count")  # the memo key of the counting read
+
+
+def add_key(engine: Engine, name: str, clock: FrozenClock, *, binding: bool = True) -> None:
+    """Store a key; a binding write says that the count changed (as revoking a key says so)."""
     from sqlalchemy.orm import Session
 
     with Session(engine) as session, writing(session):
         keys.create_key(session, name, "service", [], [], clock())
+        if binding:
+            invalidate(session, *KEYS)
 
 
 def test_with_nothing_committed_a_read_is_made_once(runtime: Runtime) -> None:
     load, runs = counting(runtime.engine)
-    answers = [runtime.reads.begin().get("keys", load) for _ in range(5)]
+    answers = [runtime.reads.begin().get(KEYS, load) for _ in range(5)]
     assert answers == [0] * 5
     assert runs == [0]
 
@@ -68,9 +75,9 @@ def test_a_commit_is_seen_by_the_next_request(
         request.getfixturevalue("other_process") if writer == "another process" else runtime.engine
     )
     load, runs = counting(runtime.engine)
-    assert runtime.reads.begin().get("keys", load) == 0
+    assert runtime.reads.begin().get(KEYS, load) == 0
     add_key(engine, "elsewhere", clock)
-    assert runtime.reads.begin().get("keys", load) == 1
+    assert runtime.reads.begin().get(KEYS, load) == 1
     assert runs == [0, 1]
 
 
@@ -84,8 +91,8 @@ def test_a_read_overtaken_by_a_commit_is_never_served_afterwards(
         add_key(other_process, "racer", clock)  # ... and a commit lands before it is remembered
         return value
 
-    assert runtime.reads.begin().get("keys", read_then_commit) == 0
-    assert runtime.reads.begin().get("keys", load) == 1
+    assert runtime.reads.begin().get(KEYS, read_then_commit) == 0
+    assert runtime.reads.begin().get(KEYS, load) == 1
     assert runs == [0, 1]
 
 
@@ -96,7 +103,7 @@ def test_a_read_overtaken_by_a_commit_is_not_served_to_a_thread_that_already_saw
     with ThreadPoolExecutor(1) as other_thread:  # one thread: its probe connection persists
 
         def serve() -> int:
-            return runtime.reads.begin().get("keys", load)
+            return runtime.reads.begin().get(KEYS, load)
 
         assert other_thread.submit(serve).result() == 0
 
@@ -107,7 +114,7 @@ def test_a_read_overtaken_by_a_commit_is_not_served_to_a_thread_that_already_saw
             return value  # ... and only then is the old read handed back to be remembered
 
         runtime.reads.forget()  # so that this thread reads rather than reuses the first read
-        assert runtime.reads.begin().get("keys", read_then_commit) == 0
+        assert runtime.reads.begin().get(KEYS, read_then_commit) == 0
         assert other_thread.submit(serve).result() == 1  # never the overtaken 0
 
 
@@ -115,17 +122,15 @@ def test_a_commit_is_seen_by_every_thread_including_one_that_never_asked(
     runtime: Runtime, other_process: Engine, clock: FrozenClock
 ) -> None:
     load, _runs = counting(runtime.engine)
-    assert runtime.reads.begin().get("keys", load) == 0
+    assert runtime.reads.begin().get(KEYS, load) == 0
     add_key(other_process, "elsewhere", clock)
     seen: list[int] = []
     for _ in range(3):  # each a new thread with no probe connection yet
-        thread = threading.Thread(
-            target=lambda: seen.append(runtime.reads.begin().get("keys", load))
-        )
+        thread = threading.Thread(target=lambda: seen.append(runtime.reads.begin().get(KEYS, load)))
         thread.start()
         thread.join()
     assert seen == [1, 1, 1]
-    assert runtime.reads.begin().get("keys", load) == 1  # and the first thread too
+    assert runtime.reads.begin().get(KEYS, load) == 1  # and the first thread too
 
 
 def test_an_in_memory_database_is_never_served_from_the_memo() -> None:
@@ -135,7 +140,7 @@ def test_an_in_memory_database_is_never_served_from_the_memo() -> None:
         reads = Reads(engine)
         ServiceKey.metadata.create_all(engine)
         for _ in range(3):
-            reads.begin().get("keys", load)
+            reads.begin().get(KEYS, load)
         assert len(runs) == 3
     finally:
         engine.dispose()
@@ -144,13 +149,13 @@ def test_an_in_memory_database_is_never_served_from_the_memo() -> None:
 def test_a_full_memo_starts_over_rather_than_growing(
     runtime: Runtime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from vault import freshness
+    from vault.freshness import memo
 
-    monkeypatch.setattr(freshness, "MAX_ENTRIES", 3)
+    monkeypatch.setattr(memo, "MAX_ENTRIES", 3)
     snapshot = runtime.reads.begin()
     for n in range(10):
         snapshot.get(("n", n), lambda n=n: n)
-    assert len(runtime.reads._memo) <= 3
+    assert len(runtime.reads.entries) <= 3
 
 
 def test_a_key_revoked_through_another_process_is_refused_on_the_next_request(
@@ -189,7 +194,7 @@ def test_the_memo_shares_only_frozen_values_between_threads(
 
     for _ in range(3):  # the first request reads and remembers, the others reuse
         assert ask(client, key).status_code == 200
-    memo = runtime.reads._memo
+    memo = runtime.reads.entries
     if runtime.engine.dialect.name == "sqlite" or memo:
         assert {name for name, *_ in memo} == {"service_key", "delegation", "token"}
     for value in memo.values():
@@ -199,18 +204,28 @@ def test_the_memo_shares_only_frozen_values_between_threads(
         )
 
 
-def test_concurrent_requests_share_probes(
-    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    reads, asked = runtime.reads, []
-    ask = reads._ask
+@pytest.fixture
+def probing(runtime: Runtime) -> Iterator[Reads]:
+    """PostgreSQL without a lease (at start, or after one lapsed): each request asks first."""
+    if runtime.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite has no lease to lapse: a request reads the shared generation")
+    reads = Reads(runtime.engine, leases=False)
+    yield reads
+    reads.close()
 
-    def slow_ask() -> object:
+
+def test_without_a_lease_concurrent_requests_share_probes(
+    probing: Reads, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reads, asked = probing, []
+    replay = reads.replay
+
+    def slow_replay(wire: object) -> None:
         asked.append(1)
         time.sleep(0.05)  # a probe in flight while the others arrive
-        return ask()
+        replay(wire)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(reads, "_ask", slow_ask)
+    monkeypatch.setattr(reads, "replay", slow_replay)
     barrier = threading.Barrier(16)
 
     def one(_: int) -> bool:
@@ -222,27 +237,28 @@ def test_concurrent_requests_share_probes(
     assert len(asked) < 16 / 2  # one probe answers every request that arrived before it was sent
 
 
-def test_a_request_never_uses_a_probe_sent_before_it_arrived(
-    runtime: Runtime, other_process: Engine, clock: FrozenClock, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_without_a_lease_a_request_never_uses_a_probe_sent_before_it_arrived(
+    probing: Reads, runtime: Runtime, other_process: Engine, clock: FrozenClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    reads = probing
     load, _runs = counting(runtime.engine)
-    assert runtime.reads.begin().get("keys", load) == 0
-    reads, ask = runtime.reads, runtime.reads._ask
+    assert reads.begin().get(KEYS, load) == 0
+    replay = reads.replay
     answered, go_on = threading.Event(), threading.Event()
 
-    def held_ask() -> object:
-        answer = ask()  # the database answers before the commit below ...
+    def held_replay(wire: object) -> None:
+        replay(wire)  # type: ignore[arg-type]  # the database answers before the commit below ...
         answered.set()
         go_on.wait(10)  # ... and the answer is still on its way when the next request arrives
-        return answer
 
-    monkeypatch.setattr(reads, "_ask", held_ask)
+    monkeypatch.setattr(reads, "replay", held_replay)
     with ThreadPoolExecutor(2) as pool:
-        first = pool.submit(lambda: reads.begin().get("keys", load))
+        first = pool.submit(lambda: reads.begin().get(KEYS, load))
         assert answered.wait(10)
-        monkeypatch.setattr(reads, "_ask", ask)
+        monkeypatch.setattr(reads, "replay", replay)
         add_key(other_process, "meanwhile", clock)
-        second = pool.submit(lambda: reads.begin().get("keys", load))
+        second = pool.submit(lambda: reads.begin().get(KEYS, load))
         time.sleep(0.05)  # let the second request arrive while the first probe is in flight
         go_on.set()
         assert second.result(10) == 1  # it waited for a probe of its own, sent after the commit
@@ -262,7 +278,7 @@ def test_concurrent_requests_needing_the_same_read_make_it_once(runtime: Runtime
     def one(_: int) -> int:
         snapshot = runtime.reads.begin()
         barrier.wait()
-        return snapshot.get("keys", slow_load)
+        return snapshot.get(KEYS, slow_load)
 
     with ThreadPoolExecutor(16) as pool:
         assert list(pool.map(one, range(16))) == [7] * 16
@@ -275,5 +291,5 @@ def test_a_failed_read_is_not_shared(runtime: Runtime) -> None:
 
     snapshot = runtime.reads.begin()
     with pytest.raises(RuntimeError):
-        snapshot.get("keys", failing)
-    assert snapshot.get("keys", lambda: 3) == 3  # read again, not the failure remembered
+        snapshot.get(KEYS, failing)
+    assert snapshot.get(KEYS, lambda: 3) == 3  # read again, not the failure remembered

@@ -2,6 +2,11 @@
 
     python -m tests.perf.bench [--duration 10] [--rounds 3] [--connections 32] [--only NAME,...]
 
+``tokens-neighbour-postgresql`` runs the cached-token rounds while another database on the same
+PostgreSQL server commits ``--neighbour-rate`` small transactions a second; ``tokens-outsider-*``
+while an outsider sends ``--outsider-rate`` unsigned callbacks a second (each answered 401, each
+recorded as a rejection).
+
 Every configuration starts its own gunicorn (2 gthread workers); a bare Flask floor runs under the
 same settings for the whole run. Debian's ``wrk`` drives the floor and the service in alternating
 rounds (floor first, then service first, ...), with the same prepared requests, so both see the
@@ -17,6 +22,7 @@ import argparse
 import asyncio
 import contextlib
 import datetime as dt
+import functools
 import json
 import os
 import shutil
@@ -32,9 +38,10 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
-from sqlalchemy import create_engine, func, insert, select, text
+from sqlalchemy import Connection, create_engine, func, insert, select, text
 
 from tests.support import builders, oauth_server, postgres
 from tests.support.ports import free_port
@@ -42,7 +49,6 @@ from vault import migrate
 from vault.apps import registry as apps
 from vault.callbacks.signatures import sign
 from vault.clock import iso
-from vault.freshness import PROBES
 from vault.keyring.crypto import parse_keyring
 from vault.keyring.entries import new_key_entry
 from vault.keyring.sealing import row_aad
@@ -160,6 +166,7 @@ def databases(which: set[str], workdir: Path) -> Iterator[dict[str, Callable[[],
                 return Database(url, "postgresql")
 
             factories["postgresql"] = pg
+            factories["neighbour"] = lambda: Database(server.url_for("postgres"), "postgresql")
         yield factories
 
 
@@ -323,8 +330,7 @@ def settle(db: Database) -> None:
     """Refresh the planner's statistics, as a database long in service has them.
 
     Without this, PostgreSQL's autovacuum analyzes the freshly loaded tables minutes later, in the
-    middle of a round; an ANALYZE is a commit, and every commit starts each worker's memo of reads
-    over (see ``changes``, which counts what the run still sees).
+    middle of a round, and the plans of the first reads would change under it.
     """
     engine = create_engine(db.url, isolation_level="AUTOCOMMIT")
     with engine.connect() as conn:
@@ -334,16 +340,16 @@ def settle(db: Database) -> None:
 
 @contextlib.contextmanager
 def changes(db: Database) -> Iterator[list[int]]:
-    """Count the commits the service's change probe would see, asking every 50 ms, while inside."""
+    """Count the binding writes (what ends the reuse of reads), asking every 50 ms, while inside."""
     seen = [0]
     done = threading.Event()
     engine = create_engine(db.url, isolation_level="AUTOCOMMIT")
 
     def watch() -> None:
         with engine.connect() as conn:
-            last = conn.exec_driver_sql(PROBES[db.engine_name]).scalar()
+            last = _binding_writes(conn, db)
             while not done.wait(0.05):
-                marker = conn.exec_driver_sql(PROBES[db.engine_name]).scalar()
+                marker = _binding_writes(conn, db)
                 seen[0] += marker != last
                 last = marker
 
@@ -357,6 +363,23 @@ def changes(db: Database) -> Iterator[list[int]]:
         engine.dispose()
 
 
+def _binding_writes(conn: Connection, db: Database) -> int:
+    if db.engine_name == "postgresql":
+        return int(
+            conn.exec_driver_sql(
+                "SELECT coalesce(max(seq), 0) FROM freshness_invalidations"
+            ).scalar()
+            or 0
+        )
+    from vault.freshness.generation import Generation, beside
+
+    shared = Generation(beside(str(conn.engine.url.database)))
+    try:
+        return shared.current()
+    finally:
+        shared.close()
+
+
 def token_lines(path: Path, key: str, tenants: int, count: int = 20_000) -> Path:
     with path.open("w") as out:
         for i in range(count):
@@ -367,10 +390,94 @@ def token_lines(path: Path, key: str, tenants: int, count: int = 20_000) -> Path
     return path
 
 
+@contextlib.contextmanager
+def paced(
+    rate: float, make: Callable[[], Callable[[], object]], threads: int = 8
+) -> Iterator[list[float]]:
+    """Run work ``rate`` times a second in all, from ``threads`` threads (each with its own
+    ``make()``, so a slow answer does not hold the rate down); yields [done, rate reached]."""
+    done, counts, started = threading.Event(), [0] * threads, time.monotonic()
+
+    def run(me: int) -> None:
+        work = make()
+        while not done.is_set():
+            work()
+            counts[me] += 1
+            done.wait(max(0.0, started + counts[me] * threads / rate - time.monotonic()))
+
+    pool = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(threads)]
+    for thread in pool:
+        thread.start()
+    result = [0.0, 0.0]
+    try:
+        yield result
+    finally:
+        done.set()
+        for thread in pool:
+            thread.join()
+        result[:] = [sum(counts), round(sum(counts) / (time.monotonic() - started), 1)]
+
+
+@contextlib.contextmanager
+def neighbour(db: Database, rate: float, _url: str) -> Iterator[list[float]]:
+    """Another database on the same server committing ``rate`` small transactions a second."""
+    import psycopg
+
+    url = db.url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS neighbour (n bigint)")
+    connections: list[psycopg.Connection[Any]] = []
+
+    def make() -> Callable[[], object]:
+        conn = psycopg.connect(url, autocommit=True)
+        connections.append(conn)
+        return lambda: conn.execute("INSERT INTO neighbour VALUES (1)")
+
+    try:
+        with paced(rate, make) as count:
+            yield count
+    finally:
+        for conn in connections:
+            conn.close()
+
+
+@contextlib.contextmanager
+def outsider(url: str, rate: float) -> Iterator[list[float]]:
+    """Unsigned callbacks, ``rate`` a second: each is refused 401 and recorded as a rejection."""
+    clients: list[httpx.Client] = []
+
+    def make() -> Callable[[], object]:
+        client = httpx.Client(base_url=url, timeout=10)
+        clients.append(client)
+
+        def one() -> None:
+            reply = client.post("/api/v1/applications/zendesk/config", json={"tenant": "x"})
+            assert reply.status_code == 401, reply.status_code
+
+        return one
+
+    try:
+        # Eight callers: each rejection updates the hour's counter row, so on a machine whose
+        # commits are slow they queue on its lock, and more callers would only occupy more of
+        # the service's threads (the rate reached is reported beside the figures).
+        with paced(rate, make) as count:
+            yield count
+    finally:
+        for client in clients:
+            client.close()
+
+
 def bench_tokens(
-    db: Database, args: argparse.Namespace, workdir: Path, floor: Server, stored: int, spread: int
+    db: Database,
+    args: argparse.Namespace,
+    workdir: Path,
+    floor: Server,
+    stored: int,
+    spread: int,
+    meanwhile: Callable[[str], contextlib.AbstractContextManager[list[float]]] | None = None,
 ) -> dict[str, object]:
-    """The cached-token path: ``stored`` delegations, requests spread over ``spread`` tenants."""
+    """The cached-token path: ``stored`` delegations, requests spread over ``spread`` tenants;
+    ``meanwhile`` runs alongside the rounds (a neighbour, an outsider)."""
     keys = new_key_entry("bench1")
     rt = runtime_for(db, keys, workdir)
     with oauth_server.serving() as oauth:
@@ -383,7 +490,7 @@ def bench_tokens(
             warm(server.url, key, spread)
             settle(db)
             warmed = oauth.calls
-            with changes(db) as seen:
+            with changes(db) as seen, (meanwhile or _nothing)(server.url) as beside:
                 result = compare(server, floor, lambda: lines, "token", args)
             rss = server.worker_rss_mb()
         return {
@@ -391,9 +498,15 @@ def bench_tokens(
             "delegations": stored,
             "tenants": spread,
             "upstream_calls_during_run": oauth.calls - warmed,
-            "commits_seen_during_run": seen[0],
+            "binding_writes_seen_during_run": seen[0],
+            "alongside": beside,  # [done, per second reached]
             "worker_rss_mb": rss,
         }
+
+
+@contextlib.contextmanager
+def _nothing(_url: str) -> Iterator[list[float]]:
+    yield [0.0, 0.0]
 
 
 def warm(url: str, key: str, tenants: int) -> None:
@@ -527,6 +640,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--callbacks", type=int, default=60_000, help="prepared callbacks")
     parser.add_argument("--delegations", type=int, default=100_000, help="stored for tokens-100k")
+    parser.add_argument("--neighbour-rate", type=float, default=200, help="commits/s next door")
+    parser.add_argument("--outsider-rate", type=float, default=100, help="unsigned callbacks/s")
     parser.add_argument("--only", default="", help=f"comma-separated, of: {', '.join(CONFIGS)}")
     args = parser.parse_args(argv)
     if shutil.which("wrk") is None:
@@ -547,6 +662,14 @@ def main(argv: list[str] | None = None) -> int:
             if f"tokens-{engine}" in wanted:
                 result = bench_tokens(dbs[engine](), args, workdir, floor, 1, 1)
                 emit(f"tokens-{engine}", result)
+            if f"tokens-neighbour-{engine}" in wanted:
+                next_door = functools.partial(neighbour, dbs["neighbour"](), args.neighbour_rate)
+                result = bench_tokens(dbs[engine](), args, workdir, floor, 1, 1, next_door)
+                emit(f"tokens-neighbour-{engine}", result)
+            if f"tokens-outsider-{engine}" in wanted:
+                unsigned = functools.partial(outsider, rate=args.outsider_rate)
+                result = bench_tokens(dbs[engine](), args, workdir, floor, 1, 1, unsigned)
+                emit(f"tokens-outsider-{engine}", result)
             if f"tokens-100k-{engine}" in wanted:
                 result = bench_tokens(dbs[engine](), args, workdir, floor, args.delegations, 1000)
                 emit(f"tokens-100k-{engine}", result)
@@ -563,8 +686,12 @@ def main(argv: list[str] | None = None) -> int:
 CONFIGS = [
     f"{kind}-{engine}"
     for engine in ("sqlite", "postgresql")
-    for kind in ("tokens", "tokens-100k", "callbacks", "cold-burst", "status-100k")
-]
+    for kind in (
+        "tokens", "tokens-neighbour", "tokens-outsider", "tokens-100k", "callbacks",
+        "cold-burst", "status-100k",
+    )
+    if (kind, engine) != ("tokens-neighbour", "sqlite")  # a neighbour shares a server
+]  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -37,6 +37,7 @@ class PostgresServer:
         self.data = self.root / "data"
         self.port = free_port()
         self.as_postgres = os.geteuid() == 0
+        self.options = ""  # more server options, e.g. "-c shared_preload_libraries=..."
 
     def _run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         command = list(args)
@@ -63,7 +64,7 @@ class PostgresServer:
     def start(self) -> None:
         options = (
             f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.root} "
-            "-c fsync=on -c max_connections=300 -c shared_buffers=64MB"
+            "-c fsync=on -c max_connections=300 -c shared_buffers=64MB " + self.options
         )
         self._run(
             _find("pg_ctl") or "pg_ctl", "-D", str(self.data), "-o", options,

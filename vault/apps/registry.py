@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from vault.db import writing
 from vault.errors import BadValue, OperationalError, UnknownApp
+from vault.freshness import invalidate
 from vault.keyring.crypto import Keyring
 from vault.keyring.sealing import row_aad
 from vault.models import App, CachedToken, Delegation, Grant
@@ -176,6 +177,8 @@ def update_app(
         for name in changed:
             setattr(app, name, values[name])
         changed = installed + changed
+        if changed:
+            invalidate(session, "app", app.slug)
         if drops_tokens(changed):
             session.execute(delete(CachedToken).where(CachedToken.app_id == app.id))
     return changed
@@ -239,6 +242,7 @@ def remove_app(session: Session, slug: str) -> None:
         app = get_app(session, slug)
         end_grants(session, app)
         session.delete(app)
+        invalidate(session, "app", slug)
 
 
 def signing_secrets(

@@ -20,10 +20,11 @@ from vault.callbacks.payloads import Callback, Event, Kind, parse_callback
 from vault.callbacks.window import Window
 from vault.db import reading, writing
 from vault.errors import AppMismatch, PayloadTooLarge, RequestExpired, VaultError
+from vault.freshness import invalidate
 from vault.history import chain
 from vault.keyring.crypto import Keyring
 from vault.keyring.sealing import row_aad
-from vault.models import Delegation, DelegationHistory, ProcessedRequest, State
+from vault.models import App, Delegation, DelegationHistory, ProcessedRequest, State
 from vault.settings import MAX_BODY
 
 if TYPE_CHECKING:
@@ -149,6 +150,7 @@ def _apply(
         return _record(session, keyring, row, cb, now, Outcome.STALE, row.state, None)
     old_state = row.state if row else None
     old_user = delegated_user(keyring, row) if row else None
+    old_tenant = row.tenant if row else None
     new_state, new_user = transition(cb, old_state, old_user)
     if row is None:
         row = _new_row(session, app_id, cb, new_state, now)
@@ -162,8 +164,16 @@ def _apply(
         )
         if new_user != old_user or new_state != State.ACTIVE:
             evict_tokens(session, app_id, cb.tenant_id)
+    if changed or old_tenant != cb.tenant:  # a lookup by tenant id or name answers differently
+        _invalidate(session, app_id, {cb.tenant_id, cb.tenant, old_tenant})
     outcome = Outcome.APPLIED if changed or cb.event is not Event.DELEGATION else Outcome.UNCHANGED
     return _record(session, keyring, row, cb, now, outcome, old_state, old_user)
+
+
+def _invalidate(session: Session, app_id: int, tenants: set[str | None]) -> None:
+    slug = session.get_one(App, app_id).slug
+    for tenant in sorted(t for t in tenants if t):
+        invalidate(session, "delegation", slug, tenant)
 
 
 def transition(cb: Callback, state: str | None, user: str | None) -> tuple[str, str | None]:

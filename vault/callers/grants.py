@@ -6,6 +6,7 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from vault.freshness import invalidate
 from vault.models import App, Identity, ServiceKey
 
 # A grant to a removed app is kept, renamed so that no slug can match it (slugs are lower-case
@@ -25,4 +26,7 @@ def end_grants(session: Session, app: App) -> int:
     granted = [row for row in rows if app.slug in row.apps]
     for row in granted:
         row.apps = sorted(ended if a == app.slug else a for a in row.apps)
+    if granted:  # every process's remembered keys and identities carry their grants
+        invalidate(session, "service_key")
+        invalidate(session, "identity")
     return len(granted)

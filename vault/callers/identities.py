@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from vault.callers.keys import LAST_USED_RESOLUTION, NAME
 from vault.db import reading, writing
 from vault.errors import BadValue, OperationalError
+from vault.freshness import invalidate
 from vault.models import Identity, Issuer, Role
 
 log = logging.getLogger(__name__)
@@ -83,12 +84,14 @@ def remove_identity(session: Session, name: str) -> None:
 def withdraw(session: Session, ids: Select[Any]) -> int:
     """Delete identities: the one way an identity stops opening anything (its own removal, or
     its issuer's). Like a revoked key, the next request anywhere is bound by it once committed:
-    a request reads identities only through the change probe's memo (``vault/freshness.py``),
-    which every commit empties; a verified token's cached result names the issuer and subject,
-    never the grants, so it opens nothing without the identity's row."""
+    a request reads identities only through the memo (``vault/freshness``), and this binding
+    write drops every process's remembered identities before it is acknowledged; a verified
+    token's cached result names the issuer and subject, never the grants, so it opens nothing
+    without the identity's row."""
     found = list(session.scalars(ids))
     if found:
         session.execute(delete(Identity).where(Identity.id.in_(found)))
+        invalidate(session, "identity")
     return len(found)
 
 
@@ -104,11 +107,17 @@ def stored(session: Session, issuer_id: int, subject: str) -> StoredIdentity | N
     )
 
 
-def touch(session: Session, identity: StoredIdentity, now: dt.datetime) -> None:
-    """Record the identity's last use, at most once a minute; never fails a request."""
-    last = identity.last_used_at
+def touch(
+    session: Session, identity: StoredIdentity, now: dt.datetime, stamped: dict[int, dt.datetime]
+) -> None:
+    """Record the identity's last use, at most once a minute; never fails a request. ``stamped``
+    is this process's own record of the stamps it wrote (identity id -> when)."""
+    # The memo keeps the row as first read (last-use stamps bind nothing, so they do not
+    # empty it): what this process stamped since is remembered beside it, as for keys.
+    last = max((t for t in (identity.last_used_at, stamped.get(identity.id)) if t), default=None)
     if last is not None and now - last <= LAST_USED_RESOLUTION:
         return
+    stamped[identity.id] = now  # tried: not again within the resolution, even if it fails
     try:
         with writing(session):
             stmt = update(Identity).where(Identity.id == identity.id).values(last_used_at=now)

@@ -16,6 +16,7 @@ from vault.callers.jwks import Fetched, Source, validate_url
 from vault.callers.keys import NAME
 from vault.db import reading, writing
 from vault.errors import BadValue, OperationalError
+from vault.freshness import invalidate
 from vault.models import Identity, Issuer
 
 log = logging.getLogger(__name__)
@@ -72,6 +73,7 @@ def add_issuer(
             created_at=now, jwks_key_ids=[],
         )
     )  # fmt: skip
+    invalidate(session, "issuers")  # every process reads the trusted set again
 
 
 def _check_ca(pem: str) -> None:
@@ -94,6 +96,7 @@ def remove_issuer(session: Session, name: str) -> int:
         raise OperationalError(f"no issuer named {name!r}")
     gone = withdraw(session, select(Identity.id).where(Identity.issuer_id == issuer.id))
     session.execute(delete(Issuer).where(Issuer.id == issuer.id))
+    invalidate(session, "issuers")
     return gone
 
 

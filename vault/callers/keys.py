@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from vault.db import reading, writing
 from vault.errors import BadValue, Forbidden, OperationalError, Unauthorized
-from vault.freshness import UNCACHED, Snapshot
+from vault.freshness import UNCACHED, Snapshot, invalidate
 from vault.models import Role, ServiceKey
 
 log = logging.getLogger("vault.keys")  # the name log lines have always shown
@@ -24,6 +24,9 @@ PREFIX = "dvk_"
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 # last_used_at is written at most this often per key, so the hot path stays read-only.
 LAST_USED_RESOLUTION = dt.timedelta(minutes=1)
+# The stamps this process wrote: the memo keeps a key's row as it was read (a stamp invalidates
+# nothing), so without these every request would find the stamp old and write it again.
+_stamped: dict[str, dt.datetime] = {}  # by key hash
 
 
 def hash_key(presented: str) -> str:
@@ -134,8 +137,10 @@ def authenticate(
     if key.role != role:
         raise Unauthorized("key_wrong_role")
     caller = Caller(key.name, key.role, key.apps, key.tenants)
-    stale = key.last_used_at is None or now - key.last_used_at > LAST_USED_RESOLUTION
+    last = max((t for t in (key.last_used_at, _stamped.get(key_hash)) if t), default=None)
+    stale = last is None or now - last > LAST_USED_RESOLUTION
     if stale and snapshot.live:  # bookkeeping waits while the database does not answer
+        _stamped[key_hash] = now  # tried: not again within the resolution, even if it fails
         _touch(session, key.id, now)
     return caller
 
@@ -161,3 +166,4 @@ def revoke_key(session: Session, name: str, now: dt.datetime) -> None:
         raise OperationalError(f"no key named {name!r}")
     if key.revoked_at is None:
         key.revoked_at = now
+        invalidate(session, "service_key", key.key_hash)

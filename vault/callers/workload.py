@@ -57,6 +57,7 @@ class Workloads:
     def __init__(self) -> None:
         self.key_sets = jwks.KeySets()
         self._verified: dict[str, Verified] = {}
+        self.stamped: dict[int, dt.datetime] = {}  # identity id -> this process's last use stamp
         self._lock = threading.Lock()
 
     def recall(self, digest: str, now: dt.datetime) -> Verified | None:
@@ -100,7 +101,7 @@ def authenticate(
     if identity.role != role:
         raise IdentityRefused("identity_wrong_role", issuer.name)
     if snapshot.live:  # bookkeeping waits while the database does not answer
-        identities.touch(session, identity, now)
+        identities.touch(session, identity, now, workloads.stamped)
     return Caller(identity.name, identity.role, identity.apps, identity.tenants, issuer.name)
 
 

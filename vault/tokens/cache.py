@@ -1,8 +1,8 @@
 """The token cache: one owner for both levels, the process copy and the shared token_cache table.
 
-A token is read from the shared row on every hit (or from the change probe's memo, which holds a
-frozen copy of it until anything is committed), so a token evicted or replaced through another
-worker or instance is never served here again. The process copy saves decryption: it is used while
+A token is read from the shared row on every hit (or from the memo of reads, which holds a frozen
+copy of it until an eviction or a replacement invalidates it), so a token evicted or replaced
+through another worker or instance is never served here again. The process copy saves decryption: it is used while
 the row still holds the same ciphertext. Tokens are encrypted at rest like every other secret.
 """
 
@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from vault import metrics
 from vault.db import reading, writing
 from vault.errors import DecryptionError
-from vault.freshness import UNCACHED, Snapshot
+from vault.freshness import UNCACHED, Snapshot, invalidate
 from vault.keyring.crypto import Keyring, context
 from vault.models import CachedToken
 from vault.upstream.client import AS_GOOD_AS_NEW as AS_GOOD_AS_NEW  # re-exported: the cache's
@@ -121,6 +121,7 @@ class TokenCache:
                     expires_at=token.expires_at, obtained_at=token.obtained_at,
                 )
             )  # fmt: skip
+            invalidate(session, "token", key, wait=False)  # newer, not binding: no waiting
         stored = dataclasses.replace(token, sealed=sealed)
         self._keep(key, stored)
         return stored
@@ -151,6 +152,8 @@ class TokenCache:
                 .values(access_token="", evicted_at=now)
                 .execution_options(synchronize_session=False)
             )
+            if done.rowcount:  # type: ignore[attr-defined]
+                invalidate(session, "token", key)
         evicted = bool(done.rowcount)  # type: ignore[attr-defined]
         if evicted:
             self._drop(key)

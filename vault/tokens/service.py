@@ -14,6 +14,7 @@ import dataclasses
 import logging
 from typing import TYPE_CHECKING
 
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from vault import metrics
@@ -107,9 +108,12 @@ def issue(
     nothing has been committed; the read under the shared lock is always fresh.
     """
     target = resolve(rt, session, caller, query, snapshot)
-    return _hit(rt, session, target, query, snapshot) or _beyond_hit(
-        rt, session, target, query, snapshot
-    )
+    try:
+        found = _hit(rt, session, target, query, snapshot)
+    except OperationalError:  # the database stopped answering since the request's view was taken
+        session.rollback()
+        return _without_database(rt, target, query)
+    return found or _beyond_hit(rt, session, target, query, snapshot)
 
 
 def served_from_cache(
