@@ -15,12 +15,12 @@ MAX_BODY = 64 * 1024
 
 def create_app(settings: Settings | None = None, runtime: Runtime | None = None) -> Flask:
     """Build the WSGI app from ``settings`` (default: the environment) or a ready ``runtime``."""
-    # Imported here, not at the top: the CLI lives in this package, and `serve` must set up
-    # Prometheus' multi-process directory before anything imports the metrics.
+    # Imported here, not at the top: the CLI lives in this package and needs none of this.
     from flask import Flask
 
     from app import bodies, callbacks, db, errors, hits, internal, logs, operator
     from vault import notify
+    from vault.ops import start_series
     from vault.runtime import Runtime
     from vault.settings import Settings
 
@@ -40,5 +40,6 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.wsgi_app = hits.CachedTokenHits(app.wsgi_app, runtime, MAX_BODY)  # type: ignore[method-assign]
     logs.init_app(app, runtime.settings)
     app.wsgi_app = bodies.BodyLimit(app.wsgi_app, MAX_BODY)  # type: ignore[method-assign]
+    start_series(runtime)  # every known series at 0, so Prometheus sees the first event
     notify.start(runtime)  # sends DV_NOTIFY_URL's events from a background thread, if set
     return app

@@ -51,6 +51,8 @@ def counted_token_request(view: F) -> F:
 
 def count_token_request(app: str, result: str, source: str) -> None:
     """One token request answered: ``app`` is a registered app's slug or "" (see AFTER_LOOKUP)."""
+    if app:
+        metrics.start_app(app)  # an app added since start: its other series at 0 too
     _child(metrics.TOKEN_REQUESTS, app, result, source).inc()
 
 
@@ -82,3 +84,4 @@ def _child(metric: Any, *labels: str) -> Any:
 # Bounded as the labels are: route templates, METHODS and status codes; registered apps, error
 # codes and sources.
 _children: dict[tuple[Any, tuple[str, ...]], Any] = {}
+metrics.on_remake(_children.clear)

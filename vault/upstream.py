@@ -230,6 +230,7 @@ class Upstream:
         except httpx.TransportError as exc:
             raise Transient("tls_error" if _tls_failure(exc) else "network_error") from None
         finally:
+            metrics.start_host(host(request))  # a host first seen: its error series at 0 too
             metrics.UPSTREAM_LATENCY.labels(host(request)).observe(time.monotonic() - started)
         return _interpret(response, body, default_ttl)
 
