@@ -8,14 +8,14 @@ import logging
 from collections.abc import Callable, Mapping
 
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from vault import apps, chain, metrics, rejections, signatures
 from vault.crypto import Keyring
 from vault.db import reading, writing
 from vault.delegations import delegated_user, evict_tokens
-from vault.errors import AppMismatch, PayloadTooLarge, RequestExpired, VaultError
+from vault.errors import AppMismatch, DecryptionError, PayloadTooLarge, RequestExpired, VaultError
 from vault.models import Delegation, DelegationHistory, ProcessedRequest, State
 from vault.payloads import Callback, Event, Kind, parse_callback
 from vault.runtime import Runtime
@@ -53,6 +53,12 @@ def accept(
         )
         rejections.record(runtime, slug, exc.reason, remote)
         metrics.CALLBACKS.labels(kind.value, exc.reason).inc()
+        raise
+    except DecryptionError:  # answered 503 unavailable by the edge, logged critical there
+        metrics.CALLBACKS.labels(kind.value, "keyring_cannot_open").inc()
+        raise
+    except SQLAlchemyError:  # answered 503 unavailable by the edge
+        metrics.CALLBACKS.labels(kind.value, "database_unavailable").inc()
         raise
     metrics.CALLBACKS.labels(kind.value, outcome.value).inc()
     log.info("callback %s", outcome.value, extra={"slug": slug, "outcome": outcome.value})
