@@ -6,7 +6,9 @@ Two substitutions, and only these: the install (``python3 -m venv .venv && .venv
 for the checkout gets a ``.venv`` link to it, so ``.venv/bin/...`` are the installed entry points;
 and the ports, since the README's defaults (8000 for the service, 8100 for the sandbox) may be taken
 on a machine that runs tests: ``PORT`` says the service's (as the README's configuration table
-allows; the sandbox reads it too), ``--bind`` and ``--sandbox`` the sandbox's.
+allows; the sandbox reads it too), ``--bind`` and ``--sandbox`` the sandbox's. The instance
+folder (database and development key) defaults to the installed checkout's, so ``DV_INSTANCE_PATH``
+puts it in the temporary folder.
 """
 
 from __future__ import annotations
@@ -122,13 +124,20 @@ def test_the_readme_quick_start_gives_a_token_and_every_sandbox_step_works(
     checkout.mkdir()
     (checkout / ".venv").symlink_to(Path(sys.prefix))
     port, sandbox_port = free_port(), free_port()
-    env = service.readme_env({"PORT": str(port)})
+    # The instance folder defaults to the checkout's, which is this suite's: the folder standing
+    # for the checkout holds it instead.
+    env = service.readme_env({"PORT": str(port), "DV_INSTANCE_PATH": str(checkout / "instance")})
     sandbox_url = f"http://127.0.0.1:{sandbox_port}"
-    with (
-        started(serve_command(serve), checkout, env, tmp_path / "serve.log") as serve_log,
-        started(f"{sandbox} --bind 127.0.0.1:{sandbox_port}", checkout, env, tmp_path / "sb.log") as sb_log,
-    ):  # fmt: skip
-        printed(serve_log, r"listening on")
+    with contextlib.ExitStack() as stack:
+        serve_log = stack.enter_context(
+            started(serve_command(serve), checkout, env, tmp_path / "serve.log")
+        )
+        printed(serve_log, r"listening on")  # then the second shell
+        sb_log = stack.enter_context(
+            started(
+                f"{sandbox} --bind 127.0.0.1:{sandbox_port}", checkout, env, tmp_path / "sb.log"
+            )
+        )
         pasted = printed(sb_log, r"(curl -sS -X POST \S+/internal/v1/token .*)\n").group(1)
         assert _shape(pasted) == _shape(curl), (pasted, curl)  # the README shows what it prints
 
@@ -150,6 +159,7 @@ def test_the_readme_quick_start_gives_a_token_and_every_sandbox_step_works(
             if command.endswith(" delegation"):  # another delegated user: cached tokens go
                 assert answer["source"] == "upstream"
         created = run(".venv/bin/delegation-vault keys create ops --role operator", checkout, env)
+        assert created.returncode == 0, created.stderr
         operator = created.stdout.strip()
         scraped = httpx.get(
             f"http://127.0.0.1:{port}/metrics", headers={"Authorization": f"Bearer {operator}"}
