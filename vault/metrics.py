@@ -49,6 +49,13 @@ def _made() -> dict[str, Any]:
             "Token endpoint failures by host and code (the OAuth error, or ours: timeout, ...).",
             ["host", "code"],
         ),
+        "UPSTREAM_REMAINING": Gauge(
+            "dv_upstream_remaining_calls",
+            "Calls left in the token host's rate window, as its last answer said "
+            "(Seismic: X-Seismic-Remaining-Calls, per tenant and minute).",
+            ["host"],
+            multiprocess_mode="mostrecent",
+        ),
         "SINGLE_FLIGHT_WAITS": Counter(
             "dv_single_flight_waits_total",
             "Token requests that waited for another caller's upstream call.",
