@@ -122,3 +122,17 @@ def test_plain_gunicorn_on_app_wsgi_sums_its_workers(
     assert len(files) == 2, files  # both workers counted there
     unknown = {"kind": "config", "result": "unknown_app"}
     assert sample(samples, "dv_callbacks_total", **unknown) == counted
+
+
+def test_a_folder_the_operator_chose_is_emptied_of_earlier_samples_at_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from app.server import metrics_folder
+
+    folder = tmp_path / "samples"
+    folder.mkdir()
+    (folder / "counter_4242.db").write_bytes(b"an earlier run's counts")
+    (folder / "README").write_text("not a sample file: kept")
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(folder))
+    assert metrics_folder() == folder
+    assert [p.name for p in folder.iterdir()] == ["README"]
