@@ -8,14 +8,14 @@ from typing import TYPE_CHECKING
 
 from alembic import command
 from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 
 if TYPE_CHECKING:
     from vault.crypto import Keyring
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+VERSION_TABLE = "alembic_version"  # Alembic's default, which env.py keeps
 
 
 def _config() -> Config:
@@ -32,8 +32,15 @@ def head_revision() -> str | None:
 
 
 def current_revision(engine: Engine) -> str | None:
+    """The database's revision (several, comma separated, on a branched schema): one catalog
+    look-up and one query, without building Alembic's migration context, which took half of a
+    /readyz call (measured)."""
     with engine.connect() as connection:
-        return MigrationContext.configure(connection).get_current_revision()
+        if not engine.dialect.has_table(connection, VERSION_TABLE):
+            return None
+        query = text(f"SELECT version_num FROM {VERSION_TABLE}")  # noqa: S608 (a constant)
+        found = sorted(connection.execute(query).scalars())
+    return ",".join(found) or None
 
 
 def upgrade(engine: Engine, revision: str = "head", keyring: Keyring | None = None) -> None:
