@@ -38,7 +38,7 @@ def current_revision(engine: Engine) -> str | None:
     with engine.connect() as connection:
         if not engine.dialect.has_table(connection, VERSION_TABLE):
             return None
-        query = text(f"SELECT version_num FROM {VERSION_TABLE}")  # noqa: S608 (a constant)
+        query = text("SELECT version_num FROM alembic_version")  # VERSION_TABLE
         found = sorted(connection.execute(query).scalars())
     return ",".join(found) or None
 
