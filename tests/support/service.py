@@ -92,10 +92,14 @@ def running(
     process group; the whole group is stopped on exit."""
     port = port or free_port()
     log = workdir / f"service-{port}.log"
+    # Its temporary files (the workers' metrics folder) in the test's folder: a test that kills
+    # the service leaves them there, not in the machine's /tmp.
+    temp = Path(env.get("TMPDIR") or workdir / f"tmp-{port}")
+    temp.mkdir(exist_ok=True)
     with log.open("ab") as out:
         process = subprocess.Popen(
             [*command(), "serve", "--workers", str(workers)],
-            env=readme_env({**env, "PORT": str(port)}),
+            env=readme_env({**env, "PORT": str(port), "TMPDIR": str(temp)}),
             cwd=workdir,
             stdout=out,
             stderr=subprocess.STDOUT,
