@@ -17,8 +17,7 @@ if TYPE_CHECKING:
 
 def create_app(settings: Settings | None = None, runtime: Runtime | None = None) -> Flask:
     """Build the WSGI app from ``settings`` (default: the environment) or a ready ``runtime``."""
-    # Imported here, not at the top: the CLI lives in this package, and `serve` must set up
-    # Prometheus' multi-process directory before anything imports the metrics.
+    # Imported here, not at the top: the CLI lives in this package and needs none of this.
     from flask import Flask
 
     from app import (
@@ -35,7 +34,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         traces,
     )
     from vault import tracing
-    from vault.ops import notify
+    from vault.ops import notify, start_series
     from vault.runtime import Runtime
     from vault.settings import Settings
 
@@ -61,5 +60,6 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     logs.init_app(app, runtime.settings, runtime.labelled)
     app.wsgi_app = bodies.BodyLimit(app.wsgi_app, MAX_BODY)  # type: ignore[method-assign]
     app.wsgi_app = proxy.ForwardedFor(app.wsgi_app, runtime.settings.forwarded_allow_ips)  # type: ignore[method-assign]
+    start_series(runtime)  # every known series at 0, so Prometheus sees the first event
     notify.start(runtime)  # sends DV_NOTIFY_URL's events from a background thread, if set
     return app

@@ -51,6 +51,8 @@ def counted_token_request(view: F) -> F:
 
 def count_token_request(labelled: Labelled, app: str, result: str, source: str) -> None:
     """One token request answered: ``app`` is a registered app's slug or "" (see AFTER_LOOKUP)."""
+    if app:
+        metrics.start_app(app)  # an app added since start: its other series at 0 too
     labelled.child(metrics.TOKEN_REQUESTS, app, result, source).inc()
 
 

@@ -84,7 +84,7 @@ def metrics() -> Response:
         operator_caller()
     from prometheus_client import CONTENT_TYPE_LATEST
 
-    from app.scrape import exposition  # after serve has set PROMETHEUS_MULTIPROC_DIR
+    from app.scrape import exposition  # only a scrape needs the exposition's imports
 
     response = Response(exposition(runtime()), mimetype=CONTENT_TYPE_LATEST)
     response.headers["Cache-Control"] = "no-store"

@@ -17,6 +17,7 @@ from prometheus_client import (
 )
 from prometheus_client.core import Metric
 
+from vault import metrics
 from vault.ops.gauges import SharedState
 from vault.runtime import Runtime
 
@@ -25,7 +26,7 @@ def exposition(runtime: Runtime) -> bytes:
     """Everything /metrics shows, in Prometheus' text format."""
     shared = CollectorRegistry()
     shared.register(SharedState(runtime))
-    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    if not metrics.multiprocess():
         return generate_latest(REGISTRY) + generate_latest(shared)
     counted = CollectorRegistry()  # fresh per scrape: it reads every worker's files
     multiprocess.MultiProcessCollector(counted)  # type: ignore[no-untyped-call]

@@ -5,23 +5,59 @@ from __future__ import annotations
 import atexit
 import os
 import shutil
+import stat
 import sys
 import tempfile
+from pathlib import Path
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
 
+from vault import metrics
 from vault.keyring.crypto import Keyring
 from vault.settings import Settings
 
 
-def _metrics_dir() -> None:
-    """Give every worker one directory for Prometheus samples, unless the operator chose one."""
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        return
-    path = tempfile.mkdtemp(prefix="dv-metrics-")
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
-    atexit.register(shutil.rmtree, path, ignore_errors=True)
+def metrics_folder() -> Path:
+    """The folder where the workers about to be forked count: ``PROMETHEUS_MULTIPROC_DIR`` when the
+    operator chose one (emptied of an earlier run's samples), else a fresh private folder in the
+    temporary directory (``$TMPDIR``, else /tmp), removed when the service stops."""
+    chosen = os.environ.get(metrics.FOLDER)
+    if chosen:
+        folder = Path(chosen)
+        folder.mkdir(parents=True, exist_ok=True)
+        for old in folder.glob("*.db"):  # prometheus_client's advice: empty it at every start
+            old.unlink()
+        return folder
+    folder = Path(tempfile.mkdtemp(prefix="delegation-vault-metrics-"))
+    arbiter = os.getpid()
+
+    def remove() -> None:
+        if os.getpid() == arbiter:  # a worker leaving runs atexit too: only the arbiter removes
+            shutil.rmtree(folder, ignore_errors=True)
+
+    atexit.register(remove)
+    return folder
+
+
+def gunicorn_folder() -> Path | None:
+    """For ``gunicorn app.wsgi:app`` (no code of ours runs before the fork): the operator's
+    ``PROMETHEUS_MULTIPROC_DIR``, else one folder per gunicorn arbiter, named by its pid and start
+    time so it is new at every start; None outside gunicorn (one process counts in memory)."""
+    if os.environ.get(metrics.FOLDER):
+        return Path(os.environ[metrics.FOLDER])
+    if "gunicorn.arbiter" not in sys.modules:
+        return None
+    arbiter = os.getppid()
+    started = Path(f"/proc/{arbiter}/stat").read_text().rpartition(")")[2].split()[19]
+    folder = Path(tempfile.gettempdir()) / f"delegation-vault-metrics-{arbiter}-{started}"
+    try:
+        folder.mkdir(mode=0o700)
+    except FileExistsError:  # a sibling worker made it; never a folder or link someone else made
+        made = folder.lstat()
+        if not stat.S_ISDIR(made.st_mode) or made.st_uid != os.getuid() or made.st_mode & 0o077:
+            raise RuntimeError(f"{folder} is not this service's folder") from None
+    return folder
 
 
 def _post_fork(_server: Any, _worker: Any) -> None:
@@ -96,7 +132,7 @@ def _when_ready(arbiter: Any) -> None:
 def run(
     settings: Settings, *, bind: str, workers: int, threads: int, keyring: Keyring | None = None
 ) -> None:
-    _metrics_dir()
+    metrics.count_in(metrics_folder())  # before the fork, whatever counted in this process
     options = {
         "bind": bind,
         "workers": workers,

@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from alembic import command
 from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 
 if TYPE_CHECKING:
     from vault.keyring.crypto import Keyring
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+VERSION_TABLE = "alembic_version"  # Alembic's default, which env.py keeps
 
 
 def _config() -> Config:
@@ -23,13 +24,23 @@ def _config() -> Config:
     return config
 
 
+@functools.cache
 def head_revision() -> str | None:
+    """The newest revision shipped. Read once per process: the folder is part of the installed
+    code, and reading it cost /readyz (unauthenticated, polled) about 10 ms a call."""
     return ScriptDirectory.from_config(_config()).get_current_head()
 
 
 def current_revision(engine: Engine) -> str | None:
+    """The database's revision (several, comma separated, on a branched schema): one catalog
+    look-up and one query, without building Alembic's migration context, which took half of a
+    /readyz call (measured)."""
     with engine.connect() as connection:
-        return MigrationContext.configure(connection).get_current_revision()
+        if not engine.dialect.has_table(connection, VERSION_TABLE):
+            return None
+        query = text("SELECT version_num FROM alembic_version")  # VERSION_TABLE
+        found = sorted(connection.execute(query).scalars())
+    return ",".join(found) or None
 
 
 def upgrade(engine: Engine, revision: str = "head", keyring: Keyring | None = None) -> None:

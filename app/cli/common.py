@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import getpass
 import json
+import re
 import sys
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -13,8 +14,9 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import click
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlalchemy.exc import OperationalError as OperationalFailure
 from sqlalchemy.orm import Session
 
 from vault import migrate
@@ -51,8 +53,48 @@ class Commands(click.Group):
         except OperationalError as exc:
             fail(str(exc))
         except SQLAlchemyError as exc:
-            # Never the exception text: it can hold the connection string or bound values.
-            fail(f"database error ({type(exc).__name__}); is DATABASE_URL right and reachable?")
+            fail(database_error(exc))
+
+
+def database_error(exc: SQLAlchemyError) -> str:
+    """One line: the server tried (host and port, never the password) and, for a connection that
+    failed, the driver's first line of why. The statement and its bound values are never shown."""
+    where = _server()
+    # The driver's own exception, not SQLAlchemy's wrapper: that one appends the statement.
+    cause = _first_line(str(exc.orig)) if isinstance(exc, OperationalFailure) and exc.orig else ""
+    said = f": {cause}" if cause else ""
+    return f"database error ({type(exc).__name__}) at {where}{said}; is DATABASE_URL right and reachable?"
+
+
+def _url() -> URL | None:
+    try:
+        return make_url(Settings.from_env().database_url)
+    except (OperationalError, ArgumentError, ValueError):  # named as DATABASE_URL, unread
+        return None
+
+
+def _server() -> str:
+    url = _url()
+    if url is None:
+        return "DATABASE_URL"
+    if url.get_backend_name() == "sqlite":
+        return url.database or "sqlite"
+    return f"{url.host or 'localhost'}:{url.port or DEFAULT_PORTS.get(url.get_backend_name(), '?')}"
+
+
+def _first_line(text: str) -> str:
+    """The driver's reason, past libpq's 'connection to server at "h", port p failed:' prefix,
+    with anything that reads as a URL, and the password, removed."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    reason = re.sub(r"^.*?port \d+ failed: ", "", lines[0] if lines else "")
+    reason = re.sub(r"\w+://\S+", "(a URL)", reason)
+    url = _url()
+    if url is not None and url.password:
+        reason = reason.replace(str(url.password), "***")
+    return reason[:200]
+
+
+DEFAULT_PORTS = {"postgresql": "5432"}
 
 
 # -- opening the vault -------------------------------------------------------------------------

@@ -96,9 +96,12 @@ def _register(state: Sandbox, token_url: str, settings: Settings) -> str:
     try:
         with runtime.session() as session:
             made = setup.register(session, runtime.keyring, token_url, runtime.clock())
+            known = setup.delegated_users(session, runtime.keyring)
     finally:
         runtime.engine.dispose()
     state.vendor = Vendor(setup.CLIENT_ID, made.client_secret, state.vendor.token_ttl)
+    for tenant, user_id in known.items():  # an earlier run's tenants get tokens from this one too
+        state.vendor.delegate(tenant, user_id)
     state.vendor_app_id, state.signing_secret = made.vendor_app_id, made.signing_secret
     return made.service_key
 

@@ -24,7 +24,13 @@ from vault.settings import Settings
 )
 @click.option("--threads", type=click.IntRange(1, 256), default=8, show_default=True)
 def serve(bind: str | None, workers: int | None, threads: int) -> None:
-    """Run the service under gunicorn with production settings."""
+    """Run the service under gunicorn.
+
+    Settings come from the environment: development defaults (a SQLite database and a key file
+    in the instance folder, created on first start; loopback only) unless DV_ENV=production,
+    which refuses to start without a keyring (DV_KEYS or DV_KEYS_FILE) and listens on every
+    interface.
+    """
     from app import server
 
     settings = Settings.from_env()

@@ -44,7 +44,7 @@ def vault_env(database_url: str, tmp_path: Path) -> Iterator[tuple[dict[str, str
     register_app(runtime)
     env = {
         "DATABASE_URL": database_url, "DV_KEYS": entry, "DV_KEYS_FILE": "", "DV_ENV": "production",
-        "DV_INSTANCE_PATH": str(tmp_path / "instance"), "PROMETHEUS_MULTIPROC_DIR": str(service.metrics_dir(tmp_path)),
+        "DV_INSTANCE_PATH": str(tmp_path / "instance"),
     }  # fmt: skip
     yield env, runtime
     runtime.close()

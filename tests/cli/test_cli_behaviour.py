@@ -264,19 +264,10 @@ def test_the_default_database_lives_in_the_instance_folder_not_the_current_direc
 @pytest.mark.slow
 def test_development_serve_binds_loopback_and_says_where_it_listens(tmp_path: Path) -> None:
     port = free_port()
-    env = {"DV_INSTANCE_PATH": str(tmp_path / "instance"), "DATABASE_URL": "", "DV_KEYS": "",
-           "DV_KEYS_FILE": "", "DV_ENV": "development", "PORT": str(port)}  # fmt: skip
-    log = tmp_path / "serve.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [*service.command(), "serve", "--workers", "1"], env={**os.environ, **env},
-            cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
-    try:
-        service.wait_ready(f"http://127.0.0.1:{port}", process)
-    finally:
-        service.stop(process)
-    assert f"listening on http://127.0.0.1:{port}" in log.read_text()
+    env = {"DV_INSTANCE_PATH": str(tmp_path / "instance"), "DV_ENV": "development"}
+    with service.running(env, tmp_path, workers=1, port=port) as svc:
+        pass
+    assert f"listening on http://127.0.0.1:{port}" in svc.output()
 
 
 def test_allowed_scopes_default_to_the_default_scope_and_star_allows_any(

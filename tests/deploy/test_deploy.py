@@ -69,7 +69,6 @@ def _seeded(folder: Path) -> tuple[dict[str, str], str, str]:
     runtime.close()
     env = {
         "DATABASE_URL": url, "DV_KEYS": entry, "DV_KEYS_FILE": "", "DV_ENV": "production",
-        "PROMETHEUS_MULTIPROC_DIR": str(service.metrics_dir(folder)),
     }  # fmt: skip
     return env, operator_key, service_key
 

@@ -117,10 +117,11 @@ def _counted_by(worker_file: Path, reason: str, scratch: Path) -> float:
 
 
 def test_metrics_are_summed_over_the_gunicorn_workers(tmp_path: Path) -> None:
-    samples = tmp_path / "metrics"
-    samples.mkdir()
-    env = {**clean(tmp_path), "DV_METRICS_PUBLIC": "1", "PROMETHEUS_MULTIPROC_DIR": str(samples)}
+    temp = tmp_path / "tmp"  # where serve makes its folder of the workers' samples
+    temp.mkdir()
+    env = {**clean(tmp_path), "DV_METRICS_PUBLIC": "1", "TMPDIR": str(temp)}
     with service.running(env, tmp_path, workers=2) as svc:
+        [samples] = temp.glob("delegation-vault-metrics-*")
         workers, sent, per_worker = svc.workers(), 0, {}
         while sent < 400 and not (per_worker and all(per_worker.values())):
             for _ in range(20):  # a new connection each, so both workers take some
@@ -135,3 +136,4 @@ def test_metrics_are_summed_over_the_gunicorn_workers(tmp_path: Path) -> None:
     assert len(workers) == 2 and all(per_worker.values()), per_worker  # both workers counted
     assert sum(per_worker.values()) == sent
     assert _callback_count(scraped, "unknown_app") == sent  # one scrape, every worker's count
+    assert not samples.exists()  # removed when the service stops

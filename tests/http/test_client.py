@@ -99,7 +99,7 @@ def vault(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Vault]:
         env = {
             "DATABASE_URL": url, "DV_KEYS": entry, "DV_KEYS_FILE": "", "DV_ENV": "development",
             "DV_ALLOW_HTTP_TOKEN_URLS": "1", "DV_INSTANCE_PATH": str(folder / "instance"),
-            "DV_METRICS_PUBLIC": "1", "DV_UPSTREAM_MAX_ATTEMPTS": "1", "PROMETHEUS_MULTIPROC_DIR": str(service.metrics_dir(folder)),
+            "DV_METRICS_PUBLIC": "1", "DV_UPSTREAM_MAX_ATTEMPTS": "1",
         }  # fmt: skip
         with service.running(env, folder) as svc:
             yield Vault(svc.url, key, any_app_key, oauth, svc)

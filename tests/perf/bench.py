@@ -186,14 +186,7 @@ def service_env(db: Database, keys: str, workdir: Path) -> dict[str, str]:
         "DV_INSTANCE_PATH": str(workdir / "instance"),
         "DV_LOG_FORMAT": "json",
         "DV_ALLOW_HTTP_TOKEN_URLS": "1",
-        "PROMETHEUS_MULTIPROC_DIR": str(_fresh_dir(workdir / "metrics")),
     }
-
-
-def _fresh_dir(path: Path) -> Path:
-    shutil.rmtree(path, ignore_errors=True)
-    path.mkdir(parents=True)
-    return path
 
 
 def runtime_for(db: Database, keys: str, workdir: Path) -> Runtime:

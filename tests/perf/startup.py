@@ -59,7 +59,6 @@ def main() -> None:
             "DATABASE_URL": f"sqlite:///{folder / 'vault.db'}",
             "DV_INSTANCE_PATH": str(folder / "instance"),
             "DV_KEYS_FILE": "",
-            "PROMETHEUS_MULTIPROC_DIR": str(service.metrics_dir(folder)),
         }
         hsm = softhsm.make(folder / "hsm")
         hsm.add_kek("kek-1")

@@ -308,7 +308,6 @@ def _serving(tmp_path: Path, wrapping_env: dict[str, str], keys: str) -> dict[st
         "DATABASE_URL": f"sqlite:///{tmp_path / 'vault.db'}",
         "DV_ALLOW_HTTP_TOKEN_URLS": "1",
         "DV_INSTANCE_PATH": str(tmp_path / "instance"),
-        "PROMETHEUS_MULTIPROC_DIR": str(service.metrics_dir(tmp_path)),
     }
 
 

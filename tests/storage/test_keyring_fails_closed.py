@@ -75,9 +75,9 @@ def test_readyz_names_the_missing_key_id_and_how_many_values_wait_on_it(
     response = client.get("/readyz")
     assert (response.status_code, response.json["failing"]) == (503, ["keyring"])
     check = response.json["checks"]["keyring"]
-    # Client and signing secrets, the delegated user, the history entry's new user and actor.
-    assert check["detail"] == "key id k2 missing: 5 values wait on it"
-    assert check["missing_key_ids"] == {"k2": 5}
+    # Client and signing secrets, the delegated user, the history entry's new user, actor and MAC.
+    assert check["detail"] == "key id k2 missing: 6 values wait on it"
+    assert check["missing_key_ids"] == {"k2": 6}
 
 
 def test_token_request_is_503_unavailable_with_one_critical_line(
@@ -222,7 +222,7 @@ def test_production_start_is_refused_while_values_wait_on_a_missing_key(
     result = run_cli(runtime, "serve", "--bind", "127.0.0.1:1", DV_ENV="production")
     assert result.exit_code == 1, result.output
     assert result.output.strip().splitlines() == [
-        "Error: refusing to start: key id k2 missing: 5 values wait on it "
+        "Error: refusing to start: key id k2 missing: 6 values wait on it "
         "(add the missing entries to DV_KEYS or DV_KEYS_FILE)"
     ]
 

@@ -8,7 +8,6 @@ import datetime as dt
 from pathlib import Path
 
 from app import create_app
-from tests.support import service
 from tests.support.builders import create_key, delegation_body, register_app
 from tests.support.clock import FrozenClock
 from tests.support.oauth_server import TokenServer
@@ -42,7 +41,6 @@ def seed(database_url: str, workdir: Path, oauth: TokenServer, **env: str) -> Se
     served = {
         "DATABASE_URL": database_url, "DV_KEYS": entry, "DV_KEYS_FILE": "",
         "DV_ENV": "development", "DV_ALLOW_HTTP_TOKEN_URLS": "1",
-        "DV_INSTANCE_PATH": str(workdir / "instance"), "DV_UPSTREAM_MAX_ATTEMPTS": "1",
-        "PROMETHEUS_MULTIPROC_DIR": str(service.metrics_dir(workdir)), **env,
+        "DV_INSTANCE_PATH": str(workdir / "instance"), "DV_UPSTREAM_MAX_ATTEMPTS": "1", **env,
     }  # fmt: skip
     return Seeded(served, service_key, operator_key)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -64,17 +65,41 @@ def stop(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
             process.wait()
 
 
+# What the README tells a user to set (the contract's configuration table, gunicorn's and
+# OpenTelemetry's standard variables, and what a key-wrapping back end reads) and what any shell
+# holds. Nothing else reaches the served process: whatever the product needs beyond these, such as
+# Prometheus' multi-process folder, it must set up itself.
+SHELL = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "USER", "LOGNAME")
+DOCUMENTED = re.compile(
+    r"DATABASE_URL|PORT|WEB_CONCURRENCY|FORWARDED_ALLOW_IPS|SOFTHSM2_CONF|(DV|OTEL|AWS)_[A-Z0-9_]+"
+)
+
+
+def readme_env(env: dict[str, str]) -> dict[str, str]:
+    """The environment of a process started as the README starts it: the shell's basics plus
+    ``env``, whose every name must be a setting the README documents."""
+    undocumented = sorted(n for n in env if n not in SHELL and not DOCUMENTED.fullmatch(n))
+    if undocumented:
+        raise ValueError(f"not settings a user is told to set: {undocumented}")
+    return {**{k: v for k in SHELL if (v := os.environ.get(k)) is not None}, **env}
+
+
 @contextlib.contextmanager
 def running(
     env: dict[str, str], workdir: Path, *, workers: int = 2, port: int | None = None
 ) -> Iterator[Service]:
-    """Start the service in its own process group; stop the whole group on exit."""
+    """``delegation-vault serve`` as the README starts it (``PORT`` says where), in its own
+    process group; the whole group is stopped on exit."""
     port = port or free_port()
     log = workdir / f"service-{port}.log"
+    # Its temporary files (the workers' metrics folder) in the test's folder: a test that kills
+    # the service leaves them there, not in the machine's /tmp.
+    temp = Path(env.get("TMPDIR") or workdir / f"tmp-{port}")
+    temp.mkdir(exist_ok=True)
     with log.open("ab") as out:
         process = subprocess.Popen(
-            [*command(), "serve", "--bind", f"127.0.0.1:{port}", "--workers", str(workers)],
-            env={**os.environ, **env},
+            [*command(), "serve", "--workers", str(workers)],
+            env=readme_env({**env, "PORT": str(port), "TMPDIR": str(temp)}),
             cwd=workdir,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -85,13 +110,6 @@ def running(
         yield Service(f"http://127.0.0.1:{port}", process, log)
     finally:
         stop(process)
-
-
-def metrics_dir(folder: Path) -> Path:
-    """A directory for the Prometheus sample files of processes a test starts, inside its tmp_path."""
-    path = folder / "metrics"
-    path.mkdir(exist_ok=True)
-    return path
 
 
 def run_cli(

@@ -12,7 +12,6 @@ import pytest
 from flask.testing import FlaskClient
 
 from app import create_app
-from tests.support import service
 from tests.support.builders import create_key, delegation_body, register_app, signed
 from tests.support.clock import FrozenClock
 from tests.support.oauth_server import TokenServer, serving
@@ -84,7 +83,6 @@ def shared(
         "DV_ENV": "development",
         "DV_ALLOW_HTTP_TOKEN_URLS": "1",
         "DV_INSTANCE_PATH": str(tmp_path / "instance"),
-        "PROMETHEUS_MULTIPROC_DIR": str(service.metrics_dir(tmp_path)),
     }
     yield env, key
 

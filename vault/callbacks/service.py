@@ -9,7 +9,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from vault import metrics, tracing
@@ -19,7 +19,7 @@ from vault.callbacks import rejections, signatures
 from vault.callbacks.payloads import Callback, Event, Kind, parse_callback
 from vault.callbacks.window import Window
 from vault.db import reading, writing
-from vault.errors import AppMismatch, PayloadTooLarge, RequestExpired, VaultError
+from vault.errors import AppMismatch, DecryptionError, PayloadTooLarge, RequestExpired, VaultError
 from vault.freshness import invalidate
 from vault.history import chain
 from vault.keyring.crypto import Keyring
@@ -79,6 +79,12 @@ def _accounted(
         signed = exc.error in rejections.SIGNED_ERRORS
         rejections.record(runtime, slug, exc.reason, remote, signed=signed, peer=peer)
         metrics.CALLBACKS.labels(kind.value, exc.reason).inc()
+        raise
+    except DecryptionError:  # answered 503 unavailable by the edge, logged critical there
+        metrics.CALLBACKS.labels(kind.value, "keyring_cannot_open").inc()
+        raise
+    except SQLAlchemyError:  # answered 503 unavailable by the edge
+        metrics.CALLBACKS.labels(kind.value, "database_unavailable").inc()
         raise
     metrics.CALLBACKS.labels(kind.value, outcome.value).inc()
     log.info("callback %s", outcome.value, extra={"slug": slug, "outcome": outcome.value})

@@ -1,7 +1,8 @@
 """Stored values under key ids the keyring lacks: counted for /readyz, the status page and start-up.
 
 Such values cannot be opened, so every request that needs one fails closed (503 ``unavailable``).
-Counting them needs no decryption: the key id is the second field of ``dv1:<key id>:<data>``.
+Counting them needs no decryption: the key id is the second field of ``dv1:<key id>:<data>``, and
+each history entry names the key id of its MAC.
 """
 
 from __future__ import annotations
@@ -11,10 +12,12 @@ import threading
 import time
 from collections import defaultdict
 
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from vault.keyring import rotation
 from vault.keyring.crypto import Keyring
+from vault.models import DelegationHistory
 
 # /readyz is polled every few seconds and counting scans every encrypted column: the answer is
 # kept this long. A key id only goes missing when the keyring changes (a restart) or another
@@ -37,11 +40,29 @@ class Gap:
 
 def gaps(session: Session, keyring: Keyring) -> list[Gap]:
     """Key ids that stored values use and ``keyring`` lacks, with the values per column."""
-    found: defaultdict[str, dict[str, int]] = defaultdict(dict)
-    for count in rotation.status(session):
-        if count.key_id not in keyring.key_ids:
-            found[count.key_id][f"{count.table}.{count.column}"] = count.rows
-    return [Gap(kid, sum(cols.values()), cols) for kid, cols in sorted(found.items())]
+    return missing(counts(session), keyring.key_ids)
+
+
+def counts(session: Session) -> list[rotation.ColumnCount]:
+    """Values per column and key id: every encrypted column, and the history entries' MACs (made
+    with a key derived from a keyring entry: without it, history verification cannot run)."""
+    macs = select(DelegationHistory.mac_key_id, func.count()).group_by(DelegationHistory.mac_key_id)
+    return [
+        *rotation.status(session),
+        *(
+            rotation.ColumnCount("delegation_history", "mac", kid, n)
+            for kid, n in session.execute(macs)
+        ),
+    ]
+
+
+def missing(found: list[rotation.ColumnCount], key_ids: tuple[str, ...]) -> list[Gap]:
+    """The gaps among ``found``: key ids not in ``key_ids``, with the values per column."""
+    waiting: defaultdict[str, dict[str, int]] = defaultdict(dict)
+    for count in found:
+        if count.key_id not in key_ids:
+            waiting[count.key_id][f"{count.table}.{count.column}"] = count.rows
+    return [Gap(kid, sum(cols.values()), cols) for kid, cols in sorted(waiting.items())]
 
 
 def describe(found: list[Gap]) -> str | None:

@@ -51,12 +51,18 @@ def _keyring_problem(s: Sections, _now: dt.datetime) -> list[Item]:
 
 
 def _unknown_key_ids(s: Sections, _now: dt.datetime) -> list[Item]:
-    unknown = [k for k in s.keyring.rows_per_key if k not in s.keyring.key_ids]
-    if not unknown:
-        return []
+    waits = "Requests that need those values answer 503 until it is added"
     return [
-        Item("critical", f"Stored values under key ids not in the keyring: {', '.join(unknown)}.")
+        Item(
+            "critical",
+            f"Key id {kid} is not in the keyring; waiting on it: {_columns(cols)}. {waits}.",
+        )
+        for kid, cols in s.keyring.waiting.items()
     ]
+
+
+def _columns(columns: dict[str, int]) -> str:
+    return ", ".join(f"{column} ({_count(n, 'value')})" for column, n in columns.items())
 
 
 def _failing_tenants(s: Sections, _now: dt.datetime) -> list[Item]:

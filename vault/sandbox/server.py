@@ -53,6 +53,21 @@ class Sandbox:
     vendor_app_id: str
     signing_secret: str = dataclasses.field(repr=False)
     secret: str = dataclasses.field(default_factory=lambda: secrets.token_urlsafe(32), repr=False)
+    _last_sent: dt.datetime | None = dataclasses.field(default=None, init=False, repr=False)
+    _stamping: threading.Lock = dataclasses.field(
+        default_factory=threading.Lock, init=False, repr=False
+    )
+
+    def next_timestamp(self) -> dt.datetime:
+        """Now in whole seconds, as Seismic stamps, but always after the previous callback's: the
+        service orders callbacks by timestamp and breaks ties by the random requestId, so two sent
+        within one second ('disable', then 'enable') could be applied the other way round."""
+        with self._stamping:
+            now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+            if self._last_sent is not None and now <= self._last_sent:
+                now = self._last_sent + dt.timedelta(seconds=1)
+            self._last_sent = now
+            return now
 
     def deliver(self, kind: str, tenant: str, user_id: str | None = None) -> Reply:
         """Send one callback the way Seismic does; the service's status and reply."""
@@ -61,8 +76,7 @@ class Sandbox:
         if kind == "delegation":
             user_id = user_id or str(uuid.uuid4())
             self.vendor.delegate(tenant, user_id)
-        now = dt.datetime.now(dt.UTC)
-        raw = callbacks.body(kind, tenant, self.vendor_app_id, user_id, now)
+        raw = callbacks.body(kind, tenant, self.vendor_app_id, user_id, self.next_timestamp())
         try:
             status, reply = callbacks.send(self.service, self.slug, kind, raw, self.signing_secret)
         except httpx.HTTPError as exc:

@@ -66,8 +66,8 @@ def failed(session: Session, host: str, now: dt.datetime, code: str, *, counts: 
     """Record an error; ``counts`` (unavailable-type failures) moves the circuit towards open."""
 
     def change(h: UpstreamHealth) -> None:
-        h.last_error_at, h.last_error = now, code[:64]
-        if counts:
+        if counts:  # an OAuth error is one tenant's (its token health), not the host's
+            h.last_error_at, h.last_error = now, code[:64]
             h.consecutive_failures = (h.consecutive_failures or 0) + 1
             if h.consecutive_failures >= THRESHOLD:
                 if h.circuit_open_until is None:  # a failed probe re-opens: no new event

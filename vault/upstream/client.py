@@ -273,11 +273,13 @@ class Upstream:
                 timeout=timeout,
             ) as response:
                 body = _read_capped(response)
+                _calls_left(request, response)
         except httpx.TimeoutException:
             raise Transient("timeout") from None
         except httpx.TransportError as exc:
             raise Transient("tls_error" if _tls_failure(exc) else "network_error") from None
         finally:
+            metrics.start_host(host(request))  # a host first seen: its error series at 0 too
             metrics.UPSTREAM_LATENCY.labels(host(request)).observe(time.monotonic() - started)
         return _interpret(response, body, default_ttl)
 
@@ -333,9 +335,11 @@ def _read_capped(response: httpx.Response) -> bytes | None:
 
 def _interpret(response: httpx.Response, body: bytes | None, default_ttl: int) -> Token:
     status = response.status_code
-    if status == 429 or status >= 500:
+    if status >= 500:
         raise Transient(f"http_{status}", _retry_after(response))
     document = _json(body)
+    if status == 429:
+        raise Transient("http_429", _retry_after(response) or _wait_in_text(document))
     if 300 <= status < 400:
         raise UpstreamRejected("unexpected_redirect", status)
     if status != 200:
@@ -388,6 +392,25 @@ def _retry_after(response: httpx.Response, now: Callable[[], float] = time.time)
     if when.tzinfo is None:
         return None
     return min(max(0.0, when.timestamp() - now()), RETRY_AFTER_CAP)
+
+
+# Seismic's 429 names no Retry-After: its body says "Rate limit is exceeded. Try again in 47
+# seconds." (its "Rate Limiting" reference page).
+WAIT_IN_TEXT = re.compile(r"\btry again in (\d{1,6}) seconds?\b", re.IGNORECASE)
+
+
+def _wait_in_text(document: dict[str, Any] | None) -> float | None:
+    """Seconds to wait from a 429 body's message, capped; None when it names none."""
+    message = document.get("message") if document else None
+    found = WAIT_IN_TEXT.search(message) if isinstance(message, str) else None
+    return min(float(found.group(1)), RETRY_AFTER_CAP) if found else None
+
+
+def _calls_left(request: TokenRequest, response: httpx.Response) -> None:
+    """The vendor's count of calls left in its rate window (Seismic: X-Seismic-Remaining-Calls)."""
+    left = response.headers.get("X-Seismic-Remaining-Calls", "").strip()
+    if left.isascii() and left.isdigit() and len(left) < 10:
+        metrics.UPSTREAM_REMAINING.labels(host(request)).set(int(left))
 
 
 def _retry_hint(exc: Transient) -> int:

@@ -62,6 +62,13 @@ def observe(session: Session, clock: Clock, subject: Subject, fetch: Callable[[]
         result = fetch()
     except UpstreamRejected as exc:
         metrics.UPSTREAM_ERRORS.labels(where, metrics.oauth_code(exc.upstream_error)).inc()
+        # The operator's first clue (the reply says 502 alone): what the vendor answered, and for
+        # whom. The error is the vendor's word, checked against OAuth's grammar by the client.
+        log.warning(
+            "token endpoint refused the request: %s", exc.upstream_error,
+            extra={"app": subject.app.slug, "tenant": subject.tenant, "host": where,
+                   "upstream_error": exc.upstream_error, "upstream_status": exc.upstream_status},
+        )  # fmt: skip
         _note(
             session, clock, subject, where, Failure(exc.upstream_error, None, exc.upstream_status)
         )
