@@ -14,7 +14,7 @@ from vault.runtime import Runtime
 
 class LazySession:
     """Stands in for the request's Session and builds it on first use: a cache hit answered from
-    the change probe's memo never needs one (building and closing one costs about 8 µs)."""
+    the memo of reads never needs one (building and closing one costs about 8 µs)."""
 
     __slots__ = ("_make", "_session")
 

@@ -64,7 +64,7 @@ class CachedTokenHits:
     ) -> tuple[bytes, list[tuple[str, str]]] | None:
         """The answer to a request served from the cache, or None: the app answers it."""
         rt = self.runtime
-        lazy = LazySession(rt.session)  # a hit from the change probe's memo never opens one
+        lazy = LazySession(rt.session)  # a hit served from the memo of reads never opens one
         session = cast(Session, lazy)
         try:
             snapshot = environ[SNAPSHOT] = rt.reads.begin()  # the view uses it if handed on

@@ -110,8 +110,8 @@ class Runtime:
         return self.sessions()
 
     def close(self) -> None:
-        """Finish background work; close the token endpoint's, the probe's and the engine's
-        connections."""
+        """Finish background work; close the token endpoint's, the freshness listener's and the
+        engine's connections."""
         if self.started.notifier is not None:
             self.started.notifier.close()
         self.background.close()

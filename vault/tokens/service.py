@@ -1,7 +1,7 @@
 """Access tokens for internal services: the use case, from a checked request to a token.
 
 A request is resolved first (the caller's rights, the app, the delegation's state and delegated
-user: one indexed query, or the change probe's memo while nothing was committed), then served
+user: one indexed query, or the memo of reads until a binding write invalidates it), then served
 from the token cache (vault/tokens/cache.py) if a cached token meets the caller's min_ttl (refreshed
 ahead in the background once inside its margin), else fetched once for everyone asking (single
 flight within the process, a lock shared through the database between processes) and stored
