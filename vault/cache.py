@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from vault import metrics
 from vault.crypto import Keyring, context
-from vault.db import reading, writing
+from vault.db import reading, upsert, writing
 from vault.errors import DecryptionError
 from vault.freshness import UNCACHED, Snapshot
 from vault.models import CachedToken
@@ -155,15 +155,13 @@ class TokenCache:
         key = slot.key
         sealed = keyring.encrypt(token.access_token, _aad(slot.app_id, key))
         with writing(session):
-            # evicted_at is not set here, so merging keeps the stored one (the eviction limit).
-            session.merge(
-                CachedToken(
-                    cache_key=key, app_id=slot.app_id, tenant_id=slot.tenant_id,
-                    tenant=slot.tenant, delegation_version=slot.version, scope=slot.scope,
-                    access_token=sealed, token_type=token.token_type,
-                    expires_at=token.expires_at, obtained_at=token.obtained_at,
-                )
-            )  # fmt: skip
+            # evicted_at is not among the values, so an existing row keeps it (the eviction limit).
+            upsert(session, CachedToken, {
+                "cache_key": key, "app_id": slot.app_id, "tenant_id": slot.tenant_id,
+                "tenant": slot.tenant, "delegation_version": slot.version, "scope": slot.scope,
+                "access_token": sealed, "token_type": token.token_type,
+                "expires_at": token.expires_at, "obtained_at": token.obtained_at,
+            })  # fmt: skip
         stored = dataclasses.replace(token, sealed=sealed)
         self._keep(key, stored)
         return stored

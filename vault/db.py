@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -145,3 +146,20 @@ def is_sqlite(session_or_engine: Session | Engine) -> bool:
         else session_or_engine
     )
     return bind.dialect.name == "sqlite"
+
+
+def upsert(
+    session: Session, model: type[Any], values: dict[str, Any], keep: tuple[str, ...] = ()
+) -> None:
+    """Insert the row ``values`` or update every column of the one with the same primary key but
+    those in ``keep``, as one statement (``INSERT ... ON CONFLICT DO UPDATE``).
+
+    Unlike ``session.merge`` (a read, then an UPDATE), it cannot meet a row deleted in between by
+    another transaction (an eviction, a sweep, another instance): on PostgreSQL a conflicting row
+    that is locked is waited for, and inserted afresh if its holder deleted it.
+    """
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    key = [column.name for column in model.__table__.primary_key]
+    stmt = dialect.insert(model).values(**values)
+    changed = {name: stmt.excluded[name] for name in values if name not in key and name not in keep}
+    session.execute(stmt.on_conflict_do_update(index_elements=key, set_=changed))
