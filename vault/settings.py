@@ -152,6 +152,7 @@ class Settings:
     token_default_ttl: int = 600
     upstream_max_attempts: int = 3
     upstream_timeout: float = 5.0
+    db_timeout: float = 5.0  # seconds any wait on the database may last (DV_DB_TIMEOUT)
     allow_http_token_urls: bool = False
     metrics_public: bool = False
     log_format: str = "text"
@@ -211,6 +212,7 @@ class Settings:
             token_default_ttl=_int(env, "DV_TOKEN_DEFAULT_TTL", 600, 1, 86400),
             upstream_max_attempts=_int(env, "DV_UPSTREAM_MAX_ATTEMPTS", 3, 1, 10),
             upstream_timeout=_float(env, "DV_UPSTREAM_TIMEOUT", 5.0, 0.05, 9.0),
+            db_timeout=_float(env, "DV_DB_TIMEOUT", 5.0, 0.1, 300.0),
             allow_http_token_urls=allow_http,
             metrics_public=_flag(env, "DV_METRICS_PUBLIC"),
             log_format=log_format,
