@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 import weakref
+from concurrent.futures import Future
 from typing import Any
 
 from sqlalchemy import Engine, text
@@ -24,6 +25,42 @@ class Check:
     facts: dict[str, Any] | None = None  # machine-readable detail, e.g. missing key ids
 
 
+READY_WITHIN = 2.0  # seconds /readyz waits for its checks (or DV_DB_TIMEOUT, if shorter)
+_checking: weakref.WeakKeyDictionary[Engine, Future[list[Check]]] = weakref.WeakKeyDictionary()
+
+
+def readiness_within(runtime: Runtime, seconds: float) -> list[Check]:
+    """``readiness``, answered within ``seconds``: a database that does not answer by then fails
+    the check. The checks run on a thread of their own, one run at a time per database: a probe
+    arriving while a run hangs waits for that run rather than starting another."""
+    with _create:
+        running = _checking.get(runtime.engine)
+        if running is None or running.done():
+            running = _checking[runtime.engine] = Future()
+            threading.Thread(
+                target=_check_into, args=(runtime, running), name="dv-readyz", daemon=True
+            ).start()
+    try:
+        return running.result(timeout=seconds)
+    except TimeoutError:
+        return _unreached(f"database did not answer within {seconds:g} s")
+
+
+def _check_into(runtime: Runtime, into: Future[list[Check]]) -> None:
+    try:
+        into.set_result(readiness(runtime))
+    except BaseException as exc:  # handed to the waiting request, which raises it
+        into.set_exception(exc)
+
+
+def _unreached(detail: str) -> list[Check]:
+    return [
+        Check("database", False, detail),
+        Check("migrations", False, "not checked"),
+        Check("keyring", False, "not checked"),
+    ]
+
+
 def readiness(runtime: Runtime) -> list[Check]:
     """Each check in order; once the database fails, the others cannot be judged."""
     try:
@@ -33,12 +70,7 @@ def readiness(runtime: Runtime) -> list[Check]:
             keyring = None if migrations else _keyring(runtime, session)
     except SQLAlchemyError as exc:
         # The exception text can hold the URL or a password: only its type is reported.
-        failed = Check("database", False, f"database unavailable ({type(exc).__name__})")
-        return [
-            failed,
-            Check("migrations", False, "not checked"),
-            Check("keyring", False, "not checked"),
-        ]
+        return _unreached(f"database unavailable ({type(exc).__name__})")
     return [
         Check("database", True),
         Check("migrations", migrations is None, migrations),

@@ -67,7 +67,7 @@ class Runtime:
         transport: httpx.BaseTransport | None = None,
     ) -> Runtime:
         keyring = keyring or load_keyring(settings, create=create_key)
-        engine = engine or make_engine(settings.database_url)
+        engine = engine or make_engine(settings.database_url, timeout=settings.db_timeout)
         return cls(
             settings=settings,
             keyring=keyring,
