@@ -11,7 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from vault import apps, chain, metrics, rejections, signatures
+from vault import apps, chain, dedupe_window, metrics, rejections, signatures
 from vault.crypto import Keyring
 from vault.db import reading, writing
 from vault.delegations import delegated_user, evict_tokens
@@ -56,6 +56,7 @@ def accept(
         raise
     metrics.CALLBACKS.labels(kind.value, outcome.value).inc()
     log.info("callback %s", outcome.value, extra={"slug": slug, "outcome": outcome.value})
+    dedupe_window.sweep_if_due(runtime)  # in the background: ids past the window go
     return outcome
 
 

@@ -148,6 +148,7 @@ class Settings:
     port: int = 8000
     webhook_max_age: int = 120
     webhook_max_skew: int = 60
+    dedupe_days: int = 7  # processed callback request ids are kept this long (DV_DEDUPE_DAYS)
     token_refresh_margin: int = 300
     token_default_ttl: int = 600
     upstream_max_attempts: int = 3
@@ -208,6 +209,7 @@ class Settings:
             port=_int(env, "PORT", 8000, 1, 65535),
             webhook_max_age=_int(env, "DV_WEBHOOK_MAX_AGE", 120, 1, 86400),
             webhook_max_skew=_int(env, "DV_WEBHOOK_MAX_SKEW", 60, 0, 3600),
+            dedupe_days=_int(env, "DV_DEDUPE_DAYS", 7, 1, 3650),
             token_refresh_margin=_int(env, "DV_TOKEN_REFRESH_MARGIN", 300, 0, 86400),
             token_default_ttl=_int(env, "DV_TOKEN_DEFAULT_TTL", 600, 1, 86400),
             upstream_max_attempts=_int(env, "DV_UPSTREAM_MAX_ATTEMPTS", 3, 1, 10),
