@@ -108,7 +108,10 @@ def make_engine(
         kwargs.setdefault("connect_args", postgres_bounds(parsed.query, timeout, bound_statements))
         engine = create_engine(url, **kwargs)
         if bound_statements and engine.dialect.driver == "psycopg":
-            event.listen(engine, "connect", Stalls(timeout).watch)
+            reach = Reachability()
+            event.listen(engine, "do_connect", reach.connect)
+            event.listen(engine, "engine_disposed", lambda _engine: reach.close())
+            event.listen(engine, "connect", Stalls(timeout, reach).watch)
         return engine
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
@@ -166,8 +169,9 @@ class Stalls:
     TICK = 0.1
     GRACE = 0.5  # beyond statement_timeout, which the server enforces itself when it can
 
-    def __init__(self, timeout: float) -> None:
+    def __init__(self, timeout: float, reach: Reachability | None = None) -> None:
         self.limit = timeout + self.GRACE
+        self._reach = reach
         self._guard = threading.Lock()
         self._watched: dict[int, _Watched] = {}
         self._thread: threading.Thread | None = None
@@ -203,10 +207,107 @@ class Stalls:
             if stalled:  # the server is not answering: its other connections would wait too
                 for _ident, item in watched:
                     item.cut()
+                if self._reach is not None:
+                    self._reach.lost()
             with self._guard:
                 if not self._watched:
                     self._thread = None
                     return
+
+
+class Reachability:
+    """Whether the server answers, as the last connection attempt or the stall watch found it.
+
+    Once it did not (a connection refused or timed out, a stalled connection cut), one attempt
+    to connect is made at a time. A connection asked for meanwhile waits for the attempt under
+    way at most ``RECHECK`` seconds (a stopped server refuses at once; a frozen one keeps it
+    waiting): then it connects if that attempt succeeded, and fails at once otherwise. So a
+    request meeting an outage waits one bound, not one per connection it tries. A thread keeps
+    trying meanwhile; the first success, its or a request's, opens the way again.
+    """
+
+    RECHECK = 0.25
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._down = False
+        self._trying = False
+        self._closed = False
+        self._connect: tuple[Any, Any, Any] | None = None  # dialect, cargs, cparams
+        self._thread: threading.Thread | None = None
+        self._pid = os.getpid()
+
+    def connect(self, dialect: Any, _record: Any, cargs: Any, cparams: Any) -> Any:
+        """The engine's "do_connect" event: connect, unless the server is down and the attempt
+        under way does not succeed within ``RECHECK``."""
+        self._connect = (dialect, cargs, cparams)
+        with self._changed:
+            if self._pid != os.getpid():  # a forked child: the parent's state did not cross
+                self._pid, self._thread, self._trying, self._down = os.getpid(), None, False, False
+            if self._down and self._trying:
+                self._changed.wait_for(lambda: not self._trying, self.RECHECK)
+                if self._down:
+                    raise dialect.loaded_dbapi.OperationalError(
+                        "the database did not answer; a connection is being tried again"
+                    )
+            mine = self._down  # this attempt is the one under way
+            self._trying = self._trying or mine
+        try:
+            connection = dialect.connect(*cargs, **cparams)
+        except dialect.loaded_dbapi.OperationalError:
+            self._tried(mine, ok=False)
+            raise
+        self._tried(mine, ok=True)
+        return connection
+
+    def lost(self) -> None:
+        """The server did not answer: connect once at a time until an attempt succeeds."""
+        with self._changed:
+            self._down = True
+            if self._closed or self._connect is None:
+                return
+            if self._thread is None or not self._thread.is_alive():
+                self._trying = True  # the thread's first attempt, made at once
+                self._thread = threading.Thread(
+                    target=self._recheck, name="dv-db-recheck", daemon=True
+                )
+                self._thread.start()
+
+    def close(self) -> None:
+        """The engine was disposed: stop trying."""
+        self._closed = True
+
+    def _tried(self, mine: bool, *, ok: bool) -> None:
+        with self._changed:
+            if ok:
+                self._down = False
+            if mine:
+                self._trying = False
+            self._changed.notify_all()
+        if not ok:
+            self.lost()
+
+    def _recheck(self) -> None:
+        """Try to connect until it works: back to back while attempts time out (a frozen server),
+        every ``RECHECK`` seconds while they fail at once (a stopped one)."""
+        assert self._connect is not None
+        dialect, cargs, cparams = self._connect
+        while True:
+            began, ok = time.monotonic(), False
+            with contextlib.suppress(Exception):  # still down (its text may hold the URL)
+                dialect.connect(*cargs, **cparams).close()
+                ok = True
+            with self._changed:
+                self._down = self._down and not ok
+                self._trying = False
+                self._changed.notify_all()
+            time.sleep(max(0.0, self.RECHECK - (time.monotonic() - began)))
+            with self._changed:
+                self._changed.wait_for(lambda: not self._trying)  # a request's attempt
+                if not self._down or self._closed:
+                    self._thread = None
+                    return
+                self._trying = True
 
 
 GONE, STALLED = "gone", "stalled"
