@@ -3,6 +3,7 @@ request still answers as the contract says, never 500 (on SQLite and on PostgreS
 
 from __future__ import annotations
 
+import datetime as dt
 from concurrent.futures import ThreadPoolExecutor
 
 from flask.testing import FlaskClient
@@ -12,7 +13,9 @@ from tests.support.clock import FrozenClock
 from tests.support.held_rows import holder
 from tests.support.oauth_server import TokenServer
 from tests.token_fixtures import ask
-from vault.models import CachedToken
+from vault import throttle, verification
+from vault.errors import UpstreamUnavailable
+from vault.models import App, CachedToken, HistoryVerification, UpstreamThrottle
 from vault.runtime import Runtime
 
 
@@ -47,3 +50,57 @@ def test_a_new_token_is_stored_when_its_cache_row_is_deleted_while_the_request_w
     again = ask(client, key)
     assert (again.status_code, again.json["source"]) == (200, "cache")
     assert again.json["access_token"] == reply.json["access_token"]
+
+
+def test_a_throttle_deleted_while_a_429_is_recorded_is_stored_again(
+    database_url: str, runtime: Runtime, clock: FrozenClock, zendesk: None
+) -> None:
+    with runtime.session() as session:
+        app_id = session.scalar(select(App.id))
+    held = UpstreamUnavailable(throttle.THROTTLED, retry_after=30)
+    with runtime.session() as session:
+        throttle.absorb(session, app_id, "intdev2", "127.0.0.1", held, clock())
+    clock.advance(60)
+
+    def absorb_again() -> None:
+        with runtime.session() as session:
+            throttle.absorb(session, app_id, "intdev2", "127.0.0.1", held, clock())
+
+    with holder(database_url) as other, ThreadPoolExecutor(1) as pool:
+        other.hold("upstream_throttles")  # the app's removal, say, about to delete the row
+        pending = pool.submit(absorb_again)
+        assert other.wait_for_waiter(), "the write never waited on the held row"
+        other.execute("DELETE FROM upstream_throttles")
+        other.commit()
+        pending.result(timeout=30)  # raised StaleDataError before
+
+    with runtime.session() as session:
+        stored = session.scalars(select(UpstreamThrottle)).all()
+    assert [(row.tenant, row.until) for row in stored] == [
+        ("intdev2", clock() + dt.timedelta(seconds=30))
+    ]
+
+
+def test_two_first_verifications_of_one_scope_at_once_both_succeed(
+    database_url: str, runtime: Runtime, clock: FrozenClock
+) -> None:
+    result = verification.Verification("all", entries=3, chains=1, finding=None)
+
+    def record() -> None:
+        with runtime.session() as session:
+            verification.record(session, result, clock())
+
+    with holder(database_url) as other, ThreadPoolExecutor(1) as pool:
+        other.hold("history_verifications")
+        other.execute(  # another operator's first verification, not yet committed
+            "INSERT INTO history_verifications (scope, verified_at, ok, entries, chains) "
+            "VALUES ('all', '2026-01-01 00:00:00+00', FALSE, 0, 0)"
+        )
+        pending = pool.submit(record)
+        assert other.wait_for_waiter(), "the write never waited on the other one"
+        other.commit()
+        pending.result(timeout=30)  # raised IntegrityError before
+
+    with runtime.session() as session:
+        stored = session.scalars(select(HistoryVerification)).all()
+    assert [(row.scope, row.ok, row.entries) for row in stored] == [("all", True, 3)]
