@@ -470,9 +470,8 @@ def _percentiles(took: list[float]) -> str:
     return f"token p50 {cuts[49] * 1000:.1f} ms p99 {cuts[98] * 1000:.1f} ms"
 
 
-def run(options: Options, workdir: Path | None = None) -> Record:
-    """The soak (and the faults, if asked); returns what was recorded."""
-    folder = workdir or Path(tempfile.mkdtemp(prefix="dv-soak-"))
+def run(options: Options, folder: Path) -> Record:
+    """The soak (and the faults, if asked), its files in ``folder``; returns what was recorded."""
     print(
         f"soak {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC: {options}, cpus {os.cpu_count()}",
         flush=True,
@@ -517,7 +516,8 @@ def main(argv: list[str] | None = None) -> int:
             kind = float if field.type == "float" else int
             parser.add_argument(flag, type=kind, default=getattr(defaults, field.name))
     args = parser.parse_args(argv)
-    record = run(Options(**vars(args)))
+    with tempfile.TemporaryDirectory(prefix="dv-soak-") as folder:
+        record = run(Options(**vars(args)), Path(folder))
     return 1 if record.violations else 0
 
 
