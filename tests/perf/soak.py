@@ -28,6 +28,7 @@ import dataclasses
 import datetime as dt
 import os
 import random
+import signal
 import statistics
 import sys
 import tempfile
@@ -516,6 +517,7 @@ def main(argv: list[str] | None = None) -> int:
             kind = float if field.type == "float" else int
             parser.add_argument(flag, type=kind, default=getattr(defaults, field.name))
     args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # unwind: servers and clusters stop
     with tempfile.TemporaryDirectory(prefix="dv-soak-") as folder:
         record = run(Options(**vars(args)), Path(folder))
     return 1 if record.violations else 0
