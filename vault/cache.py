@@ -27,6 +27,7 @@ from vault.freshness import UNCACHED, Snapshot
 from vault.models import CachedToken
 
 LOCAL_ENTRIES = 10_000
+PRUNE_STEP = 4  # expired process copies dropped, at most, each time one is kept
 AS_GOOD_AS_NEW = 10  # seconds
 EVICT_EVERY = dt.timedelta(seconds=10)  # at most one stale_token eviction per key in this time
 SWEEP_EVERY = dt.timedelta(seconds=60)  # between sweeps started by one process
@@ -213,6 +214,15 @@ class TokenCache:
             self._items[key] = item
             self._items.move_to_end(key)
             while len(self._items) > self.size:
+                self._items.popitem(last=False)
+            # A token whose delegation changed is never asked for again (the new version has
+            # its own key): it sinks to the least recently used end, where it goes once expired
+            # rather than when 10,000 others have pushed it out. ``item`` was obtained no later
+            # than now, so its time is a safe "now" here.
+            for _ in range(PRUNE_STEP):
+                oldest = next(iter(self._items.values()))
+                if oldest is item or oldest.expires_at > item.obtained_at:
+                    break
                 self._items.popitem(last=False)
             metrics.CACHE_ENTRIES.set(len(self._items))
 
