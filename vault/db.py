@@ -160,8 +160,10 @@ class Stalls:
     paused VM) leaves the client waiting without end. A thread, running while the engine has
     connections, looks at each of them every ``TICK``: one whose libpq status stayed "a command is
     in progress" for longer than its bound (``timeout`` plus ``GRACE``, or what the connection's
-    info declares under ``WAIT_LIMIT``) has its socket shut down. The waiting call then fails at
-    once, as with a server that went away, and the pool replaces the connection.
+    info declares under ``WAIT_LIMIT``) means the server is not answering: new connections are
+    held back (``Reachability``), then the sockets of that connection and of every other one of
+    the engine (they would wait on the same server) are shut down. The waiting calls then fail at
+    once, as with a server that went away, and the pool replaces the connections.
 
     It watches every connection of the engine, the change probe's too, whatever way it is used.
     """
@@ -205,10 +207,10 @@ class Stalls:
                     with self._guard:
                         self._watched.pop(ident, None)
             if stalled:  # the server is not answering: its other connections would wait too
+                if self._reach is not None:  # first, so that no one woken below connects anew
+                    self._reach.lost()
                 for _ident, item in watched:
                     item.cut()
-                if self._reach is not None:
-                    self._reach.lost()
             with self._guard:
                 if not self._watched:
                     self._thread = None
@@ -218,12 +220,13 @@ class Stalls:
 class Reachability:
     """Whether the server answers, as the last connection attempt or the stall watch found it.
 
-    Once it did not (a connection refused or timed out, a stalled connection cut), one attempt
-    to connect is made at a time. A connection asked for meanwhile waits for the attempt under
-    way at most ``RECHECK`` seconds (a stopped server refuses at once; a frozen one keeps it
-    waiting): then it connects if that attempt succeeded, and fails at once otherwise. So a
-    request meeting an outage waits one bound, not one per connection it tries. A thread keeps
-    trying meanwhile; the first success, its or a request's, opens the way again.
+    Once it did not (a connection refused or timed out, a stalled connection cut), a thread
+    tries to connect, back to back while attempts time out (a frozen server), every ``RECHECK``
+    seconds while they fail at once (a stopped one), until one succeeds. Meanwhile a connection
+    asked for fails at once while the server hangs (the last attempt took its time), or waits
+    at most ``2 * RECHECK`` for the next attempt while it refuses: never a connect timeout of its
+    own. So a request meeting an outage waits one bound, not one per connection it tries, and is
+    served again within about ``RECHECK`` of the server's return.
     """
 
     RECHECK = 0.25
@@ -231,43 +234,44 @@ class Reachability:
     def __init__(self) -> None:
         self._changed = threading.Condition()
         self._down = False
-        self._trying = False
+        self._hangs = False  # the last failed attempt took RECHECK or more (or a stall was seen)
         self._closed = False
         self._connect: tuple[Any, Any, Any] | None = None  # dialect, cargs, cparams
         self._thread: threading.Thread | None = None
         self._pid = os.getpid()
 
     def connect(self, dialect: Any, _record: Any, cargs: Any, cparams: Any) -> Any:
-        """The engine's "do_connect" event: connect, unless the server is down and the attempt
-        under way does not succeed within ``RECHECK``."""
+        """The engine's "do_connect" event: connect, unless the server is down and is not found
+        answering within ``2 * RECHECK``."""
         self._connect = (dialect, cargs, cparams)
         with self._changed:
-            if self._pid != os.getpid():  # a forked child: the parent's state did not cross
-                self._pid, self._thread, self._trying, self._down = os.getpid(), None, False, False
-            if self._down and self._trying:
-                self._changed.wait_for(lambda: not self._trying, self.RECHECK)
+            if self._pid != os.getpid():  # a forked child: the parent's thread did not cross
+                self._pid, self._thread, self._down = os.getpid(), None, False
+            checking = self._thread is not None and self._thread.is_alive()
+            if self._down and checking:
+                if not self._hangs:
+                    self._changed.wait_for(lambda: not self._down, 2 * self.RECHECK)
                 if self._down:
                     raise dialect.loaded_dbapi.OperationalError(
-                        "the database did not answer; a connection is being tried again"
+                        "the database did not answer; it is being tried again"
                     )
-            mine = self._down  # this attempt is the one under way
-            self._trying = self._trying or mine
+        began = time.monotonic()
         try:
             connection = dialect.connect(*cargs, **cparams)
         except dialect.loaded_dbapi.OperationalError:
-            self._tried(mine, ok=False)
+            self.lost(hangs=time.monotonic() - began >= self.RECHECK)
             raise
-        self._tried(mine, ok=True)
+        self._up()
         return connection
 
-    def lost(self) -> None:
-        """The server did not answer: connect once at a time until an attempt succeeds."""
+    def lost(self, *, hangs: bool = True) -> None:
+        """The server did not answer (``hangs``: it kept the caller waiting): hold new
+        connections back until an attempt succeeds."""
         with self._changed:
-            self._down = True
+            self._down, self._hangs = True, hangs
             if self._closed or self._connect is None:
                 return
             if self._thread is None or not self._thread.is_alive():
-                self._trying = True  # the thread's first attempt, made at once
                 self._thread = threading.Thread(
                     target=self._recheck, name="dv-db-recheck", daemon=True
                 )
@@ -277,37 +281,27 @@ class Reachability:
         """The engine was disposed: stop trying."""
         self._closed = True
 
-    def _tried(self, mine: bool, *, ok: bool) -> None:
+    def _up(self) -> None:
         with self._changed:
-            if ok:
-                self._down = False
-            if mine:
-                self._trying = False
+            self._down = False
             self._changed.notify_all()
-        if not ok:
-            self.lost()
 
     def _recheck(self) -> None:
-        """Try to connect until it works: back to back while attempts time out (a frozen server),
-        every ``RECHECK`` seconds while they fail at once (a stopped one)."""
         assert self._connect is not None
         dialect, cargs, cparams = self._connect
-        while True:
-            began, ok = time.monotonic(), False
+        while not self._closed:
+            began = time.monotonic()
             with contextlib.suppress(Exception):  # still down (its text may hold the URL)
                 dialect.connect(*cargs, **cparams).close()
-                ok = True
+                self._up()
             with self._changed:
-                self._down = self._down and not ok
-                self._trying = False
-                self._changed.notify_all()
-            time.sleep(max(0.0, self.RECHECK - (time.monotonic() - began)))
-            with self._changed:
-                self._changed.wait_for(lambda: not self._trying)  # a request's attempt
-                if not self._down or self._closed:
+                if not self._down:
                     self._thread = None
                     return
-                self._trying = True
+                self._hangs = time.monotonic() - began >= self.RECHECK
+            time.sleep(max(0.0, self.RECHECK - (time.monotonic() - began)))
+        with self._changed:
+            self._thread = None
 
 
 GONE, STALLED = "gone", "stalled"
@@ -322,7 +316,7 @@ class _Watched:
         self.busy_since: float | None = None
 
     def check(self, now: float, limit: float) -> str | None:
-        """Cut the connection if its command outlasted ``limit`` (STALLED); GONE once closed."""
+        """STALLED if its command outlasted ``limit``; GONE once the connection is closed."""
         from psycopg import pq
 
         connection = self.connection()
@@ -338,8 +332,7 @@ class _Watched:
         if self.busy_since is None:
             self.busy_since = now
         elif now - self.busy_since > self.info.get(WAIT_LIMIT, limit):
-            self.cut()
-            return STALLED
+            return STALLED  # cut with the others, once new connections are held back
         return None
 
     def cut(self) -> None:

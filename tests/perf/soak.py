@@ -76,6 +76,7 @@ class Options:
     faults: bool = False
     fault_seconds: float = 20.0
     fault_threads: int = 4
+    fault_kinds: str = "restart,stop,freeze,outage"  # which faults, in this order
     seed: int = 1
 
 
@@ -378,11 +379,12 @@ class Soak:
             f"{s.kind}:{s.status}" + (f"/{s.error}" if s.error and s.status >= 400 else "")
             for s in during
         )
-        slowest = max((s.took for s in during), default=0.0)
+        slow = max(during, key=lambda s: s.took, default=None)
+        slowest = f"{slow.took:.2f} s ({slow.kind} {slow.status})" if slow else "-"
         shown = ", ".join(f"{k} x{v}" for k, v in sorted(counts.items()))
         print(
             f"fault {name}: {returned - begun:.1f} s; answered {shown}; slowest answer "
-            f"{slowest:.2f} s; recovered {recovered}",
+            f"{slowest}; recovered {recovered}",
             flush=True,
         )
 
@@ -419,18 +421,10 @@ class Soak:
         assert self.db is not None and self.oauth is not None
         db, oauth = self.db, self.oauth
         self.load(self.o.fault_threads)
-        time.sleep(5)
-        self.fault("restart", lambda: db.stop("fast"), db.start)
-        time.sleep(5)
-        self.fault("stop", lambda: db.stop("immediate"), db.start)
-        time.sleep(5)
         frozen = db.frozen()
 
         def thaw() -> None:
             frozen.__exit__(None, None, None)
-
-        self.fault("freeze", frozen.__enter__, thaw)
-        time.sleep(5)
 
         def outage() -> None:
             oauth.answer = lambda _recorded: Reply(503, {"error": "temporarily_unavailable"})
@@ -438,7 +432,16 @@ class Soak:
         def over() -> None:
             oauth.answer = None
 
-        self.fault("token server outage", outage, over, upstream=True)
+        faults = {
+            "restart": (lambda: db.stop("fast"), db.start, False),
+            "stop": (lambda: db.stop("immediate"), db.start, False),
+            "freeze": (frozen.__enter__, thaw, False),
+            "outage": (outage, over, True),
+        }
+        for name in self.o.fault_kinds.split(","):
+            time.sleep(5)
+            start, end, upstream = faults[name.strip()]
+            self.fault(name.strip(), start, end, upstream)
         self.load(0)
 
 
@@ -514,7 +517,7 @@ def main(argv: list[str] | None = None) -> int:
         if field.type == "bool":
             parser.add_argument(flag, action="store_true")
         else:
-            kind = float if field.type == "float" else int
+            kind = {"float": float, "str": str}.get(str(field.type), int)
             parser.add_argument(flag, type=kind, default=getattr(defaults, field.name))
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # unwind: servers and clusters stop
