@@ -3,6 +3,7 @@ fault is answered with.
 
     python -m tests.perf.soak [--instances 2] [--workers 2] [--tenants 200] [--threads 8]
                               [--minutes 10] [--token-lifetime 20] [--db-timeout 5] [--faults]
+                              [--fault-seconds 20] [--fault-kinds restart,stop,freeze,outage]
 
 Each instance is a gunicorn service (``delegation-vault serve``) on a PostgreSQL server of its own
 started here; a loopback token server issues short-lived tokens, so misses and refreshes never stop.
