@@ -34,7 +34,8 @@ def healthz() -> dict[str, str]:
 
 @bp.get("/readyz")
 def readyz() -> tuple[dict[str, Any], int, dict[str, str]]:
-    checks = health.readiness(runtime())
+    rt = runtime()
+    checks = health.readiness_within(rt, min(health.READY_WITHIN, rt.settings.db_timeout))
     failing = [c.name for c in checks if not c.ok]
     body: dict[str, Any] = {
         "status": "unavailable" if failing else "ok",

@@ -173,7 +173,7 @@ class ProcessedRequest(Base):
 
     app_id: Mapped[int] = mapped_column(ForeignKey("apps.id", ondelete="CASCADE"), primary_key=True)
     request_id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    received_at: Mapped[dt.datetime]
+    received_at: Mapped[dt.datetime] = mapped_column(index=True)  # swept after the dedupe window
 
 
 class CallbackRejection(Base):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import math
+import threading
+from concurrent.futures import Future
 from typing import Any, Protocol
 
 import httpx
@@ -49,6 +51,14 @@ class Memo:
     value: Any = None
 
 
+@dataclasses.dataclass
+class InFlight:
+    """One background run at a time (the /readyz checks): the run under way or last finished."""
+
+    lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
+    run: Future[Any] | None = None
+
+
 @dataclasses.dataclass(frozen=True)
 class Runtime:
     """Built once per process: the settings, the keyring, the database, and the services that
@@ -71,6 +81,7 @@ class Runtime:
     labelled: Labelled  # the request metrics' children, one per label set
     started: Started = dataclasses.field(default_factory=Started)
     workloads: Workloads = dataclasses.field(default_factory=Workloads)  # JWT callers' state
+    readiness: InFlight = dataclasses.field(default_factory=InFlight)  # /readyz's checks
 
     @classmethod
     def build(
@@ -84,7 +95,7 @@ class Runtime:
         transport: httpx.BaseTransport | None = None,
     ) -> Runtime:
         keyring = keyring or load_keyring(settings, create=create_key)
-        engine = engine or make_engine(settings.database_url)
+        engine = engine or make_engine(settings.database_url, timeout=settings.db_timeout)
         return cls(
             settings=settings,
             keyring=keyring,

@@ -154,11 +154,12 @@ class Settings:
     port: int = 8000
     webhook_max_age: int = 120
     webhook_max_skew: int = 60
+    dedupe_days: int = 7  # processed callback request ids are kept this long (DV_DEDUPE_DAYS)
     token_refresh_margin: int = 300
     token_default_ttl: int = 600
     upstream_max_attempts: int = 3
     upstream_timeout: float = 5.0
-    db_timeout: float = 5.0  # the longest a request waits on the database
+    db_timeout: float = 5.0  # seconds any wait on the database may last (DV_DB_TIMEOUT)
     partition_grace: float = 30.0  # seconds answered from memory after last hearing the database
     allow_http_token_urls: bool = False
     forwarded_allow_ips: str = "127.0.0.1"  # proxies whose X-Forwarded-For is believed
@@ -216,11 +217,12 @@ class Settings:
             port=_int(env, "PORT", 8000, 1, 65535),
             webhook_max_age=_int(env, "DV_WEBHOOK_MAX_AGE", 120, 1, 86400),
             webhook_max_skew=_int(env, "DV_WEBHOOK_MAX_SKEW", 60, 0, 3600),
+            dedupe_days=_int(env, "DV_DEDUPE_DAYS", 7, 1, 3650),
             token_refresh_margin=_int(env, "DV_TOKEN_REFRESH_MARGIN", 300, 0, 86400),
             token_default_ttl=_int(env, "DV_TOKEN_DEFAULT_TTL", 600, 1, 86400),
             upstream_max_attempts=_int(env, "DV_UPSTREAM_MAX_ATTEMPTS", 3, 1, 10),
             upstream_timeout=_float(env, "DV_UPSTREAM_TIMEOUT", 5.0, 0.05, 9.0),
-            db_timeout=_float(env, "DV_DB_TIMEOUT", 5.0, 0.1, 60.0),
+            db_timeout=_float(env, "DV_DB_TIMEOUT", 5.0, 0.1, 300.0),
             partition_grace=_float(env, "DV_PARTITION_GRACE", 30.0, 0.0, 3600.0),
             allow_http_token_urls=allow_http,
             forwarded_allow_ips=env.get("FORWARDED_ALLOW_IPS", "127.0.0.1"),

@@ -21,9 +21,9 @@ from sqlalchemy.orm import Session
 
 from vault import migrate
 from vault.clock import iso
-from vault.db import writing
+from vault.db import make_engine, writing
 from vault.errors import BadValue, OperationalError, UnknownApp, VaultError
-from vault.keyring.crypto import key_check_problem, keyring_source
+from vault.keyring.crypto import key_check_problem, keyring_source, load_keyring
 from vault.runtime import Runtime, ensure_key_check, migrations_problem
 from vault.settings import Settings
 
@@ -109,7 +109,11 @@ def open_runtime(settings: Settings | None = None, *, write: bool = True) -> Run
     settings = settings or Settings.from_env()
     if not write:
         _require_database(settings)
-    runtime = Runtime.build(settings, create_key=write and not settings.production)
+    # An operator's command may read or re-seal every row (history verify, key rotation): its
+    # statements are not bound by DV_DB_TIMEOUT, which bounds requests; connecting still is.
+    keyring = load_keyring(settings, create=write and not settings.production)
+    engine = make_engine(settings.database_url, timeout=settings.db_timeout, bound_statements=False)
+    runtime = Runtime.build(settings, keyring=keyring, engine=engine)
     try:
         _prepare(runtime, write)
     except BaseException:

@@ -20,7 +20,8 @@ def db() -> None:
 def db_upgrade() -> None:
     """Run migrations to the newest schema."""
     settings = Settings.from_env()
-    engine = make_engine(settings.database_url)
+    # Statements unbounded: a migration may rewrite a large table.
+    engine = make_engine(settings.database_url, timeout=settings.db_timeout, bound_statements=False)
     try:
         before = migrate.current_revision(engine)
         migrate.upgrade(engine, keyring=_keyring(settings))

@@ -7,6 +7,8 @@ from pathlib import Path
 
 from sqlalchemy import Engine, text
 
+from vault.db import WAIT_LIMIT
+
 
 def database_bytes(engine: Engine) -> bytes:
     """SQLite's file with its journal and WAL, or PostgreSQL's data files after a checkpoint."""
@@ -15,7 +17,13 @@ def database_bytes(engine: Engine) -> bytes:
         files = database.parent.glob(database.name + "*")  # not the -locks directory
         return b"".join(p.read_bytes() for p in files if p.is_file())
     with engine.connect() as conn:
+        # A checkpoint writes every dirty page of the shared server: on a busy machine that may
+        # take longer than DV_DB_TIMEOUT, which bounds requests, not this look at the disk.
+        conn.info[WAIT_LIMIT] = 300.0
+        conn.execute(text("SET statement_timeout = 0"))
         conn.execute(text("CHECKPOINT"))
+        conn.execute(text("RESET statement_timeout"))
+        conn.info.pop(WAIT_LIMIT, None)
         data_dir = Path(conn.execute(text("SHOW data_directory")).scalar_one())
     files = subprocess.run(
         ["find", str(data_dir / "base"), str(data_dir / "pg_wal"), "-type", "f"],

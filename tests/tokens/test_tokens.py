@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import pytest
 from flask.testing import FlaskClient
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select
 
+from tests.support import at_rest
 from tests.support.builders import TENANT, USER, delegation_body, lifecycle_body
 from tests.support.clock import FrozenClock
 from tests.support.oauth_server import Reply, TokenServer
@@ -261,15 +261,7 @@ def test_tokens_are_encrypted_at_rest_and_never_logged(
 
 def raw_database_bytes(runtime: Runtime) -> bytes:
     """Every byte the database keeps on disk: SQLite's files, or PostgreSQL's data and WAL."""
-    if runtime.engine.dialect.name == "sqlite":
-        database = Path(runtime.engine.url.database or "")
-        files = [p for p in database.parent.glob(database.name + "*") if p.is_file()]
-        return b"".join(p.read_bytes() for p in files)
-    with runtime.engine.connect() as conn:
-        conn.execute(text("CHECKPOINT"))
-        data_dir = Path(conn.execute(text("SHOW data_directory")).scalar_one())
-    files = [p for d in ("base", "pg_wal") for p in (data_dir / d).rglob("*") if p.is_file()]
-    return b"".join(p.read_bytes() for p in files)
+    return at_rest.database_bytes(runtime.engine)
 
 
 def test_client_credentials_apps_need_no_delegation(

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from vault import metrics, tracing
 from vault.apps import registry as apps
 from vault.apps.delegations import delegated_user, evict_tokens
-from vault.callbacks import rejections, signatures
+from vault.callbacks import dedupe_window, rejections, signatures
 from vault.callbacks.payloads import Callback, Event, Kind, parse_callback
 from vault.callbacks.window import Window
 from vault.db import reading, writing
@@ -88,6 +88,7 @@ def _accounted(
         raise
     metrics.CALLBACKS.labels(kind.value, outcome.value).inc()
     log.info("callback %s", outcome.value, extra={"slug": slug, "outcome": outcome.value})
+    dedupe_window.sweep_if_due(runtime)  # in the background: ids past the window go
     return outcome
 
 

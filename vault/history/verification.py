@@ -13,7 +13,7 @@ from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from vault.apps import registry as apps
-from vault.db import writing
+from vault.db import upsert, writing
 from vault.errors import DecryptionError
 from vault.history import chain
 from vault.keyring.crypto import Keyring, key_id_of
@@ -173,19 +173,20 @@ def _chains(
 
 def record(session: Session, result: Verification, now: dt.datetime) -> None:
     """Keep ``result`` as the last verification of its scope (the status page shows it); a pass
-    is remembered apart, since it closes the failures of its scope and of narrower ones."""
+    is remembered apart, since it closes the failures of its scope and of narrower ones. Written
+    as one statement, so two verifications at once (two operators, two instances) both succeed."""
     with writing(session):
         stored = session.get(HistoryVerification, result.scope)
-        if stored is None:
-            stored = HistoryVerification(scope=result.scope)
-            session.add(stored)
-        elif _milder(result, stored) and stored in open_failures(session):
+        if stored is not None and _milder(result, stored) and stored in open_failures(session):
             return  # a run that lacked a key must not hide an open sign of tampering
-        stored.verified_at, stored.ok = now, result.ok
-        stored.entries, stored.chains = result.entries, result.chains
-        stored.finding, stored.missing_key_id = result.finding, result.missing_key
+        values = {
+            "scope": result.scope, "verified_at": now, "ok": result.ok, "entries": result.entries,
+            "chains": result.chains, "finding": result.finding,
+            "missing_key_id": result.missing_key,
+        }  # fmt: skip
         if result.ok:
-            stored.passed_at = now
+            values["passed_at"] = now
+        upsert(session, HistoryVerification, values)
 
 
 def _milder(result: Verification, stored: HistoryVerification) -> bool:

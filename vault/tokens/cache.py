@@ -19,7 +19,7 @@ from sqlalchemy import or_, update
 from sqlalchemy.orm import Session
 
 from vault import metrics
-from vault.db import reading, writing
+from vault.db import reading, upsert, writing
 from vault.errors import DecryptionError
 from vault.freshness import UNCACHED, Snapshot, invalidate
 from vault.keyring.crypto import Keyring, context
@@ -28,6 +28,7 @@ from vault.upstream.client import AS_GOOD_AS_NEW as AS_GOOD_AS_NEW  # re-exporte
 from vault.upstream.client import Cached as Cached  # value type, made by the exchange
 
 LOCAL_ENTRIES = 10_000
+PRUNE_STEP = 4  # expired process copies dropped, at most, each time one is kept
 EVICT_EVERY = dt.timedelta(seconds=10)  # at most one stale_token eviction per key in this time
 SWEEP_EVERY = dt.timedelta(seconds=60)  # between sweeps started by one process
 log = logging.getLogger("delegation_vault.tokens")
@@ -112,15 +113,13 @@ class TokenCache:
         key = slot.key
         sealed = keyring.encrypt(token.access_token, _aad(slot.app_id, key))
         with writing(session):
-            # evicted_at is not set here, so merging keeps the stored one (the eviction limit).
-            session.merge(
-                CachedToken(
-                    cache_key=key, app_id=slot.app_id, tenant_id=slot.tenant_id,
-                    tenant=slot.tenant, delegation_version=slot.version, scope=slot.scope,
-                    access_token=sealed, token_type=token.token_type,
-                    expires_at=token.expires_at, obtained_at=token.obtained_at,
-                )
-            )  # fmt: skip
+            # evicted_at is not among the values, so an existing row keeps it (the eviction limit).
+            upsert(session, CachedToken, {
+                "cache_key": key, "app_id": slot.app_id, "tenant_id": slot.tenant_id,
+                "tenant": slot.tenant, "delegation_version": slot.version, "scope": slot.scope,
+                "access_token": sealed, "token_type": token.token_type,
+                "expires_at": token.expires_at, "obtained_at": token.obtained_at,
+            })  # fmt: skip
             invalidate(session, "token", key, wait=False)  # newer, not binding: no waiting
         stored = dataclasses.replace(token, sealed=sealed)
         self._keep(key, stored)
@@ -175,6 +174,15 @@ class TokenCache:
             self._items[key] = item
             self._items.move_to_end(key)
             while len(self._items) > self.size:
+                self._items.popitem(last=False)
+            # A token whose delegation changed is never asked for again (the new version has
+            # its own key): it sinks to the least recently used end, where it goes once expired
+            # rather than when 10,000 others have pushed it out. ``item`` was obtained no later
+            # than now, so its time is a safe "now" here.
+            for _ in range(PRUNE_STEP):
+                oldest = next(iter(self._items.values()))
+                if oldest is item or oldest.expires_at > item.obtained_at:
+                    break
                 self._items.popitem(last=False)
             metrics.CACHE_ENTRIES.set(len(self._items))
 

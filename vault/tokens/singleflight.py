@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import DBAPIError
 
+from vault.db import WAIT_LIMIT as STALL_LIMIT
 from vault.errors import UpstreamRejected, UpstreamUnavailable, VaultError
 
 STRIPES = 1024  # SQLite lock files: unrelated keys may share one, which only queues their misses
@@ -169,7 +170,12 @@ class KeyLocks:
         with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             got = conn.execute(text("SELECT pg_try_advisory_lock(:n)"), {"n": number}).scalar()
             if not got:
-                conn.execute(text(f"SET lock_timeout = '{int(WAIT_LIMIT * 1000)}ms'"))
+                # This wait is on another leader's token endpoint call, not on the database: it
+                # has its own bound, above DV_DB_TIMEOUT's (the server's and the stall watch's).
+                limit = int(WAIT_LIMIT * 1000)
+                conn.execute(text(f"SET lock_timeout = {limit}"))
+                conn.execute(text(f"SET statement_timeout = {limit}"))
+                conn.info[STALL_LIMIT] = WAIT_LIMIT + 1
                 try:
                     conn.execute(text("SELECT pg_advisory_lock(:n)"), {"n": number})
                 except DBAPIError as exc:
@@ -177,7 +183,9 @@ class KeyLocks:
                         raise
                     raise _gave_up() from None
                 finally:
+                    conn.info.pop(STALL_LIMIT, None)
                     conn.execute(text("RESET lock_timeout"))
+                    conn.execute(text("RESET statement_timeout"))
             try:
                 yield not got
             finally:

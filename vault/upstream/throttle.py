@@ -15,7 +15,7 @@ import math
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from vault.db import reading, writing
+from vault.db import reading, upsert, writing
 from vault.errors import UpstreamUnavailable
 from vault.models import UpstreamThrottle
 
@@ -44,13 +44,10 @@ def absorb(
     if exc.reason != THROTTLED:
         return True
     until = now + dt.timedelta(seconds=exc.retry_after)
-    for _attempt in range(2):
-        try:
-            with writing(session):
-                session.merge(
-                    UpstreamThrottle(app_id=app_id, tenant=tenant or "", host=host, until=until)
-                )
-            break
-        except IntegrityError:  # two workers held the same target at once: the loser updates
-            session.rollback()
+    try:
+        with writing(session):  # one statement: two workers holding the same target both succeed
+            upsert(session, UpstreamThrottle,
+                   {"app_id": app_id, "tenant": tenant or "", "host": host, "until": until})  # fmt: skip
+    except IntegrityError:  # the app was removed meanwhile: there is nothing left to hold
+        session.rollback()
     return False
