@@ -60,7 +60,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory, oidc_folder: Path) -> I
         env = {
             "DATABASE_URL": url, "DV_KEYS": entry, "DV_KEYS_FILE": "", "DV_ENV": "development",
             "DV_ALLOW_HTTP_TOKEN_URLS": "1", "DV_INSTANCE_PATH": str(folder / "instance"),
-            "DV_METRICS_PUBLIC": "1", "PROMETHEUS_MULTIPROC_DIR": str(service.metrics_dir(folder)),
+            "DV_METRICS_PUBLIC": "1",
         }  # fmt: skip
         with service.running(env, folder) as svc:
             raw, headers = signed(delegation_body(dt.datetime.now(dt.UTC)))

@@ -87,7 +87,7 @@ def world(pg: postgres.PostgresServer, tmp_path_factory: pytest.TempPathFactory)
         env = {
             "DATABASE_URL": url, "DV_KEYS": entry, "DV_KEYS_FILE": "", "DV_ENV": "development",
             "DV_ALLOW_HTTP_TOKEN_URLS": "1", "DV_INSTANCE_PATH": str(workdir / "instance"),
-            "PROMETHEUS_MULTIPROC_DIR": str(service.metrics_dir(workdir)), "DV_DB_TIMEOUT": "1",
+            "DV_DB_TIMEOUT": "1",
         }  # fmt: skip
         try:
             yield World(runtime, env, oauth, other_oauth, workdir)

@@ -206,14 +206,15 @@ def test_the_memo_shares_only_frozen_values_between_threads(
 
 @pytest.fixture
 def probing(runtime: Runtime) -> Iterator[Reads]:
-    """PostgreSQL without a lease (at start, or after one lapsed): each request asks first."""
-    if runtime.engine.dialect.name != "postgresql":
-        pytest.skip("SQLite has no lease to lapse: a request reads the shared generation")
+    """PostgreSQL without a lease (at start, or after one lapsed): each request asks first.
+    (SQLite has no lease to lapse: a request reads the shared generation.)"""
+    assert runtime.engine.dialect.name == "postgresql"
     reads = Reads(runtime.engine, leases=False)
     yield reads
     reads.close()
 
 
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 def test_without_a_lease_concurrent_requests_share_probes(
     probing: Reads, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -237,6 +238,7 @@ def test_without_a_lease_concurrent_requests_share_probes(
     assert len(asked) < 16 / 2  # one probe answers every request that arrived before it was sent
 
 
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 def test_without_a_lease_a_request_never_uses_a_probe_sent_before_it_arrived(
     probing: Reads, runtime: Runtime, other_process: Engine, clock: FrozenClock,
     monkeypatch: pytest.MonkeyPatch,

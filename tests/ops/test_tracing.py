@@ -75,7 +75,6 @@ def flow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flow]:
         env = {
             "DATABASE_URL": url, "DV_KEYS": entry, "DV_KEYS_FILE": "", "DV_ENV": "development",
             "DV_ALLOW_HTTP_TOKEN_URLS": "1", "DV_LOG_FORMAT": "json",
-            "PROMETHEUS_MULTIPROC_DIR": str(service.metrics_dir(folder)),
             "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint, "OTEL_BSP_SCHEDULE_DELAY": "100",
             "OTEL_SERVICE_NAME": "",
         }  # fmt: skip

@@ -89,7 +89,6 @@ def seed(
         "DATABASE_URL": url, "DV_KEYS": entry, "DV_KEYS_FILE": "", "DV_ENV": "development",
         "DV_ALLOW_HTTP_TOKEN_URLS": "1", "DV_INSTANCE_PATH": str(workdir / "instance"),
         "DV_LOG_FORMAT": "json", "DV_DB_TIMEOUT": "1",
-        "PROMETHEUS_MULTIPROC_DIR": str(service.metrics_dir(workdir)),
     }  # fmt: skip
     return runtime, env, key
 

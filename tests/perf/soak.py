@@ -183,11 +183,8 @@ class Soak:
             for n in range(self.o.instances):
                 folder = self.workdir / f"instance-{n}"
                 folder.mkdir()
-                instance_env = {**env, "PROMETHEUS_MULTIPROC_DIR": str(service.metrics_dir(folder))}
                 self.services.append(
-                    stack.enter_context(
-                        service.running(instance_env, folder, workers=self.o.workers)
-                    )
+                    stack.enter_context(service.running(env, folder, workers=self.o.workers))
                 )
             self._delegate_all()
             try:
