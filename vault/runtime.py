@@ -73,6 +73,9 @@ class Runtime:
     rejections: Rejections  # rejected callbacks counted in memory, written by their own thread
     started: Started = dataclasses.field(default_factory=Started)
     workloads: Workloads = dataclasses.field(default_factory=Workloads)  # JWT callers' state
+    # service keys' last-use stamps this process wrote (key hash -> when), so a hit whose key
+    # the memo of reads holds as first read does not write the stamp again within the minute
+    key_stamps: dict[str, dt.datetime] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def build(
