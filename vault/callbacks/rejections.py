@@ -195,7 +195,7 @@ class Rejections:
             try:
                 with self._sessions() as session, writing(session):
                     _write(session, pending)
-            except SQLAlchemyError as exc:
+            except (SQLAlchemyError, OSError) as exc:  # OSError: SQLite's writer lock file
                 log.warning("could not count rejected callbacks: %s", type(exc).__name__)
                 with self._lock:
                     self._pending = pending.then(self._pending)
