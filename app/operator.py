@@ -100,6 +100,9 @@ def openapi() -> Response:
 def _gather() -> tuple[status.Status, status.TenantFilter]:
     tenants = _filter()
     rt = runtime()
+    # This process's rejections first, so the page is exact for what it saw (other processes'
+    # are at most their flush interval late): an operator's rare request may wait on a write.
+    rt.rejections.flush()
     return status.gather(session(), rt.keyring, rt.clock(), tenants, rt.key_counts), tenants
 
 

@@ -67,11 +67,15 @@ def _post_fork(_server: Any, _worker: Any) -> None:
     tracing.start()
 
 
-def _worker_exit(_server: Any, _worker: Any) -> None:
-    """The worker's waiting spans exported before it goes."""
+def _worker_exit(_server: Any, worker: Any) -> None:
+    """The worker's waiting spans exported, and its rejections not yet counted written, before
+    it goes."""
     from vault import tracing
 
     tracing.stop()
+    runtime = getattr(getattr(worker, "wsgi", None), "extensions", {}).get("vault")
+    if runtime is not None:
+        runtime.rejections.close()
 
 
 def _child_exit(_server: Any, worker: Any) -> None:

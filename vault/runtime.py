@@ -14,6 +14,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from vault import migrate
+from vault.callbacks.rejections import Rejections
 from vault.callbacks.window import Window
 from vault.callers.workload import Workloads
 from vault.clock import Clock, utcnow
@@ -79,9 +80,13 @@ class Runtime:
     census: Census  # stored values under key ids the keyring lacks, recounted now and then
     key_counts: Memo  # stored values per key id, for the status page
     labelled: Labelled  # the request metrics' children, one per label set
+    rejections: Rejections  # rejected callbacks counted in memory, written by their own thread
     started: Started = dataclasses.field(default_factory=Started)
     workloads: Workloads = dataclasses.field(default_factory=Workloads)  # JWT callers' state
     readiness: InFlight = dataclasses.field(default_factory=InFlight)  # /readyz's checks
+    # service keys' last-use stamps this process wrote (key hash -> when), so a hit whose key
+    # the memo of reads holds as first read does not write the stamp again within the minute
+    key_stamps: dict[str, dt.datetime] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def build(
@@ -96,11 +101,12 @@ class Runtime:
     ) -> Runtime:
         keyring = keyring or load_keyring(settings, create=create_key)
         engine = engine or make_engine(settings.database_url, timeout=settings.db_timeout)
+        sessions = make_sessionmaker(engine)
         return cls(
             settings=settings,
             keyring=keyring,
             engine=engine,
-            sessions=make_sessionmaker(engine),
+            sessions=sessions,
             clock=clock,
             reads=Reads(engine, grace=settings.partition_grace, timeout=settings.db_timeout),
             tokens=TokenCache(),
@@ -111,6 +117,7 @@ class Runtime:
             census=Census(),
             key_counts=Memo(),
             labelled=Labelled(),
+            rejections=Rejections(sessions),
         )
 
     def replace(self, **changes: Any) -> Runtime:
@@ -121,10 +128,11 @@ class Runtime:
         return self.sessions()
 
     def close(self) -> None:
-        """Finish background work; close the token endpoint's, the freshness listener's and the
-        engine's connections."""
+        """Finish background work (rejections not yet counted are written); close the token
+        endpoint's, the freshness listener's and the engine's connections."""
         if self.started.notifier is not None:
             self.started.notifier.close()
+        self.rejections.close()
         self.background.close()
         self.upstream.close()
         self.reads.close()

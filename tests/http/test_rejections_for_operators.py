@@ -101,6 +101,7 @@ def test_storage_stays_bounded_however_many_sources_send(runtime: Runtime) -> No
         rejections.record(runtime, "zendesk", "signature_mismatch", f"10.1.{i // 250}.{i % 250}")
     for _ in range(rejections.RECENT_KEPT + 5):
         rejections.record(runtime, "zendesk", "timestamp_too_old", "10.9.9.9", signed=True)
+    runtime.rejections.flush()
     with runtime.session() as session:
         sources = session.scalar(select(func.count()).select_from(RejectionSource))
         total = session.scalar(select(func.sum(RejectionSource.count)))
@@ -113,6 +114,7 @@ def test_storage_stays_bounded_however_many_sources_send(runtime: Runtime) -> No
 def test_ipv6_senders_are_counted_by_their_64_network(runtime: Runtime) -> None:
     for host in range(1, 6):
         rejections.record(runtime, "zendesk", "signature_mismatch", f"2001:db8:1:2::{host:x}")
+    runtime.rejections.flush()
     with runtime.session() as session:
         rows = session.execute(select(RejectionSource.source, RejectionSource.count)).all()
     assert [tuple(r) for r in rows] == [("2001:db8:1:2::/64", 5)]

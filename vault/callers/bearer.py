@@ -25,4 +25,4 @@ def authenticate(
         return workload.authenticate(
             rt.workloads, session, presented, now, role, snapshot, allow_http=allow_http
         )
-    return keys.authenticate(session, presented, now, role, snapshot)
+    return keys.authenticate(session, presented, now, role, snapshot, rt.key_stamps)

@@ -24,9 +24,6 @@ PREFIX = "dvk_"
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 # last_used_at is written at most this often per key, so the hot path stays read-only.
 LAST_USED_RESOLUTION = dt.timedelta(minutes=1)
-# The stamps this process wrote: the memo keeps a key's row as it was read (a stamp invalidates
-# nothing), so without these every request would find the stamp old and write it again.
-_stamped: dict[str, dt.datetime] = {}  # by key hash
 
 
 def hash_key(presented: str) -> str:
@@ -122,8 +119,15 @@ def authenticate(
     now: dt.datetime,
     role: str,
     snapshot: Snapshot = UNCACHED,
+    stamped: dict[str, dt.datetime] | None = None,
 ) -> Caller:
-    """The caller for a presented key of ``role``, or one indistinguishable Unauthorized."""
+    """The caller for a presented key of ``role``, or one indistinguishable Unauthorized.
+
+    ``stamped`` is this process's record of the last-use stamps it wrote (key hash -> when, the
+    Runtime's ``key_stamps``): the memo keeps a key's row as it was read (a stamp invalidates
+    nothing), so without it every request would find the stamp old and write it again. Without
+    one (a command's single check), the stored stamp alone decides."""
+    stamped = {} if stamped is None else stamped
     if not presented or not presented.startswith(PREFIX) or len(presented) > 128:
         raise Unauthorized("key_malformed")
     key_hash = hash_key(presented)
@@ -137,10 +141,10 @@ def authenticate(
     if key.role != role:
         raise Unauthorized("key_wrong_role")
     caller = Caller(key.name, key.role, key.apps, key.tenants)
-    last = max((t for t in (key.last_used_at, _stamped.get(key_hash)) if t), default=None)
+    last = max((t for t in (key.last_used_at, stamped.get(key_hash)) if t), default=None)
     stale = last is None or now - last > LAST_USED_RESOLUTION
     if stale and snapshot.live:  # bookkeeping waits while the database does not answer
-        _stamped[key_hash] = now  # tried: not again within the resolution, even if it fails
+        stamped[key_hash] = now  # tried: not again within the resolution, even if it fails
         _touch(session, key.id, now)
     return caller
 
