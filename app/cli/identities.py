@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import click
 
-from app.cli.common import NON_EMPTY, json_option, listing, note, session_for, when, writing_session
-from app.cli.keys import limits
+from app.cli.common import json_option, listing, note, session_for, when, writing_session
+from app.cli.keys import grants, limits
 from vault.apps import registry as apps
 from vault.callers import identities
-from vault.models import Role
 
 
 @click.group("identities")
@@ -20,18 +19,7 @@ def identities_group() -> None:
 @click.argument("name")
 @click.option("--issuer", required=True, help="the issuer's name (see 'issuers list')")
 @click.option("--subject", required=True, help="the tokens' sub claim, exactly")
-@click.option(
-    "--role",
-    type=click.Choice([r.value for r in Role]),
-    default=Role.SERVICE.value,
-    show_default=True,
-)
-@click.option(
-    "--app", "app_slugs", type=NON_EMPTY, multiple=True, help="limit to this app (repeatable)"
-)
-@click.option(
-    "--tenant", "tenants", type=NON_EMPTY, multiple=True, help="limit to this tenant (repeatable)"
-)
+@grants
 def identities_add(
     name: str,
     issuer: str,

@@ -2,12 +2,31 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any, TypeVar
+
 import click
 
 from app.cli.common import NON_EMPTY, json_option, listing, note, session_for, when, writing_session
 from vault.apps import registry as apps
 from vault.callers import keys
 from vault.models import Role
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def grants(command: F) -> F:
+    """The grants a key or a workload identity carries: --role, --app..., --tenant..."""
+    for option in reversed((
+        click.option("--role", type=click.Choice([r.value for r in Role]),
+                     default=Role.SERVICE.value, show_default=True),
+        click.option("--app", "app_slugs", type=NON_EMPTY, multiple=True,
+                     help="limit to this app (repeatable)"),
+        click.option("--tenant", "tenants", type=NON_EMPTY, multiple=True,
+                     help="limit to this tenant (repeatable)"),
+    )):  # fmt: skip
+        command = option(command)
+    return command
 
 
 @click.group("keys")
@@ -17,18 +36,7 @@ def keys_group() -> None:
 
 @keys_group.command("create")
 @click.argument("name")
-@click.option(
-    "--role",
-    type=click.Choice([r.value for r in Role]),
-    default=Role.SERVICE.value,
-    show_default=True,
-)
-@click.option(
-    "--app", "app_slugs", type=NON_EMPTY, multiple=True, help="limit to this app (repeatable)"
-)
-@click.option(
-    "--tenant", "tenants", type=NON_EMPTY, multiple=True, help="limit to this tenant (repeatable)"
-)
+@grants
 @click.option("--expires-days", type=click.IntRange(1, 3650), default=None)
 def keys_create(
     name: str,
