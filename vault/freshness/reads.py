@@ -193,6 +193,12 @@ class Reads:
             )
             self.last = seqs[-1]
 
+    def written_here(self, kind: str, *ident: str) -> None:
+        """This process's own committed write: what it changed leaves this memo at once (other
+        processes learn it from the invalidation, which a write that does not wait announces
+        without waiting for them), so the process reads its own writes."""
+        self._memo.drop(kinds.prefixes(kind, kinds.encode(ident)))
+
     def renewed(self, sent: float, valid_until: float) -> None:
         self.heard = max(self.heard, sent)
         self.valid_until = valid_until

@@ -22,6 +22,7 @@ log = logging.getLogger("delegation_vault.tokens")
 def fetch_and_store(rt: Runtime, session: Session, slot: Slot, wanted: Wanted) -> Cached:
     """One token from the token endpoint, stored in both cache levels."""
     token = rt.tokens.put(session, rt.keyring, slot, fetch(rt, session, wanted))
+    rt.reads.written_here("token", slot.key)  # the next request here serves the new token
     if rt.tokens.sweep_due(rt.clock()):
         rt.background.submit("sweep", lambda: _sweep(rt))
     return token
