@@ -19,9 +19,9 @@ from flask.testing import FlaskClient
 from sqlalchemy import Engine, event
 from sqlalchemy.orm import Session
 
-from tests.support.builders import create_key
+from tests.support.builders import create_key, delegation_body
 from tests.support.clock import FrozenClock
-from tests.support.token_fixtures import CONFIG, ask
+from tests.support.token_fixtures import CONFIG, ask, deliver
 from vault.callers import keys
 from vault.db import make_engine, writing
 from vault.freshness import invalidate
@@ -175,3 +175,19 @@ def test_an_invalidation_of_a_kind_of_its_own_drops_that_kind_only(
     snapshot = runtime.reads.begin()
     assert snapshot.get(("identity", "issuer-a", "sub-1"), lambda: "second") == "second"
     assert snapshot.get(("identity", "issuer-b", "sub-1"), lambda: "second") == "first"
+
+
+def test_a_new_delegated_user_drops_the_memo_of_the_tokens_it_retires(
+    client: FlaskClient, runtime: Runtime, key: str, clock: FrozenClock
+) -> None:
+    warm(client, runtime, key)
+    tokens = {k for k in runtime.reads.entries if isinstance(k, tuple) and k[0] == "token"}
+    assert tokens  # the cached row of the current delegation version is remembered
+    clock.advance(5)
+    deliver(client, delegation_body(clock(), delegationUserId="another-user"))
+    assert hits(client, key, 2) == {(200, "upstream"), (200, "cache")}
+    deadline = time.monotonic() + 5  # on PostgreSQL the listener applies it, a moment later
+    while tokens & set(runtime.reads.entries) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    # The retired version's cache keys are asked for no more: the memo must not keep them.
+    assert not tokens & set(runtime.reads.entries)

@@ -9,16 +9,23 @@ from sqlalchemy import bindparam, case, delete, select, union_all
 from sqlalchemy.orm import Session
 
 from vault.errors import UnknownApp
+from vault.freshness import invalidate
 from vault.keyring.crypto import Keyring
 from vault.keyring.sealing import row_aad
 from vault.models import App, CachedToken, Delegation, DelegationHistory
 
 
 def evict_tokens(session: Session, app_id: int, tenant_id: str) -> None:
-    """Drop the shared cached tokens of one tenant (process caches check the version on each hit)."""
-    session.execute(
-        delete(CachedToken).where(CachedToken.app_id == app_id, CachedToken.tenant_id == tenant_id)
+    """Drop the shared cached tokens of one tenant (process caches check the version on each hit),
+    and every process's memo of their rows: their cache keys name the delegation version this
+    change retires, so no request asks for them again and the memo would only keep them."""
+    retired = session.scalars(
+        delete(CachedToken)
+        .where(CachedToken.app_id == app_id, CachedToken.tenant_id == tenant_id)
+        .returning(CachedToken.cache_key)
     )
+    for key in retired.all():
+        invalidate(session, "token", key)
 
 
 def delegated_user(keyring: Keyring, row: Delegation) -> str | None:
