@@ -14,7 +14,6 @@ from flask.testing import FlaskClient
 from sqlalchemy import func, select
 
 from app import create_app
-from tests.conftest import REQUIRE_POSTGRES
 from tests.support import postgres
 from tests.support.builders import USER, create_key, delegation_body, register_app, signed
 from tests.support.clock import FrozenClock
@@ -29,16 +28,6 @@ from vault.settings import Settings
 
 pytestmark = pytest.mark.postgres
 CONFIG = "/api/v1/applications/zendesk/config"
-
-
-@pytest.fixture
-def server() -> Iterator[postgres.PostgresServer]:
-    if not postgres.available():
-        if REQUIRE_POSTGRES:
-            pytest.fail("PostgreSQL binaries (initdb, pg_ctl, postgres) are required but missing")
-        pytest.skip("PostgreSQL binaries not found")
-    with postgres.running() as running:
-        yield running
 
 
 @pytest.fixture

@@ -17,7 +17,6 @@ import pytest
 from flask.testing import FlaskClient
 
 from app import create_app
-from tests.conftest import REQUIRE_POSTGRES
 from tests.support import postgres
 from tests.support.builders import USER, create_key, delegation_body, register_app, signed
 from tests.support.clock import FrozenClock
@@ -33,16 +32,6 @@ pytestmark = pytest.mark.postgres
 CONFIG = "/api/v1/applications/zendesk/config"
 DB_TIMEOUT = 1.0
 HANG = 10.0  # seconds: an answer later than this is a hang
-
-
-@pytest.fixture
-def server() -> Iterator[postgres.PostgresServer]:
-    if not postgres.available():
-        if REQUIRE_POSTGRES:
-            pytest.fail("PostgreSQL binaries (initdb, pg_ctl, postgres) are required but missing")
-        pytest.skip("PostgreSQL binaries not found")
-    with postgres.running() as running:
-        yield running
 
 
 @pytest.fixture
