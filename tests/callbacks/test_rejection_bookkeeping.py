@@ -113,6 +113,27 @@ def test_a_flood_is_counted_in_memory_without_growing(clock: FrozenClock) -> Non
     assert sum(pending.sources.values()) == flood
     assert [e.seq for e in pending.recent[False]] == list(range(flood))[-rejections.RECENT_KEPT :]
     later = rejections.Pending()
-    later.count(hour + rejections.SOURCES_KEPT_FOR + dt.timedelta(hours=1), "app-0", "x", None)
+    later.count(hour + rejections.KEPT_FOR + dt.timedelta(hours=1), "app-0", "x", None)
     merged = pending.then(later)  # after a long outage, hours past what is kept are let go
     assert list(merged.counts) == list(later.counts) and not merged.sources
+
+
+@pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
+def test_hourly_counts_are_forgotten_after_the_time_kept(
+    runtime: Runtime, clock: FrozenClock
+) -> None:
+    """Rejections that go on for days keep a bounded number of hourly rows of each kind."""
+    hours = int(rejections.KEPT_FOR / dt.timedelta(hours=1)) + 6
+    for _hour in range(hours):
+        runtime.rejections.add(clock(), "zendesk", "signature_mismatch", "192.0.2.1")
+        assert runtime.rejections.flush() is True
+        clock.advance(3600)
+    with runtime.session() as session:
+        counted = session.scalars(select(CallbackRejection.hour)).all()
+        sources = session.scalars(select(RejectionSource.hour)).all()
+    newest = clock() - dt.timedelta(hours=1)
+    for kept in (counted, sources):
+        assert 0 < len(kept) <= rejections.KEPT_FOR / dt.timedelta(hours=1) + 1
+        assert min(kept).replace(tzinfo=dt.UTC) >= newest.replace(
+            minute=0, second=0, microsecond=0
+        ) - rejections.KEPT_FOR

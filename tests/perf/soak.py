@@ -378,11 +378,15 @@ class Soak:
             f"{s.kind}:{s.status}" + (f"/{s.error}" if s.error and s.status >= 400 else "")
             for s in during
         )
-        slow = max(during, key=lambda s: s.took, default=None)
-        slowest = f"{slow.took:.2f} s ({slow.kind} {slow.status})" if slow else "-"
+        slow = sorted(during, key=lambda s: s.took, reverse=True)[:3]
+        slowest = "; ".join(
+            f"{s.took:.2f} s ({s.kind} {s.status}/{s.error or s.source}, i{s.instance}, sent at "
+            f"+{s.sent - begun:.1f} s)"
+            for s in slow
+        ) or "-"
         shown = ", ".join(f"{k} x{v}" for k, v in sorted(counts.items()))
         print(
-            f"fault {name}: {returned - begun:.1f} s; answered {shown}; slowest answer "
+            f"fault {name}: {returned - begun:.1f} s; answered {shown}; slowest answers "
             f"{slowest}; recovered {recovered}",
             flush=True,
         )

@@ -4,8 +4,9 @@ most recent ones kept one by one (the slug as sent, made printable and cut short
 Anyone can POST an unsigned callback, so what an operator needs must survive a flood of them: a
 callback whose signature verified but that was then refused (a clock off, a field Seismic changed,
 another app's id) comes from Seismic and is kept apart from the unsigned ones, each with its own
-last ``RECENT_KEPT``. Sources are counted per hour up to ``SOURCES_PER_HOUR``, the rest together,
-and forgotten after ``SOURCES_KEPT_FOR``: storage stays bounded whatever the flood.
+last ``RECENT_KEPT``. Sources are counted per hour up to ``SOURCES_PER_HOUR``, the rest together;
+hourly counts of both kinds are forgotten after ``KEPT_FOR`` (the status page shows the last 24
+hours): storage stays bounded whatever the flood, and however long rejections go on.
 
 A rejection's reply never waits on this bookkeeping: ``record`` only adds to this process's
 ``Pending`` (in memory, bounded however fast rejections come), and one thread per process writes
@@ -41,7 +42,7 @@ UNKNOWN_SLUG = "(unknown)"
 OTHERS = "(others)"
 RECENT_KEPT = 50  # per kind: signed, unsigned
 SOURCES_PER_HOUR = 200
-SOURCES_KEPT_FOR = dt.timedelta(hours=48)
+KEPT_FOR = dt.timedelta(hours=48)
 # The contract's errors raised after the signature verified (its processing order): a callback
 # refused with one of them was signed with the app's secret.
 SIGNED_ERRORS = frozenset({"invalid_json", "invalid_payload", "app_mismatch", "request_expired"})
@@ -127,9 +128,9 @@ class Pending:
         yield from (hour for hour, _signed, _source in self.sources)
 
     def then(self, newer: Pending) -> Pending:
-        """These (not written) followed by ``newer``; hours older than ``SOURCES_KEPT_FOR``
+        """These (not written) followed by ``newer``; hours older than ``KEPT_FOR``
         before the newest are dropped, so an outage cannot make them grow without end."""
-        oldest = max(itertools.chain(self.hours(), newer.hours())) - SOURCES_KEPT_FOR
+        oldest = max(itertools.chain(self.hours(), newer.hours())) - KEPT_FOR
         merged = Pending()
         for part in (self, newer):
             for (hour, slug, reason), (n, remote) in part.counts.items():
@@ -299,6 +300,9 @@ def _write(session: Session, pending: Pending) -> None:
         # never let callers mint rows by inventing app names
         key = (hour, slug if slug in apps else UNKNOWN_SLUG, reason)
         counts[key] = (counts.get(key, (0, None))[0] + n, remote)
+    if counts:
+        newest = max(hour for hour, _slug, _reason in counts)
+        session.execute(delete(CallbackRejection).where(CallbackRejection.hour < newest - KEPT_FOR))
     for (hour, slug, reason), (n, remote) in sorted(counts.items()):
         session.execute(_upsert(session, hour, slug, reason, n, remote))
     _write_sources(session, pending.sources)
@@ -325,7 +329,7 @@ def _write_sources(session: Session, sources: dict[tuple[dt.datetime, bool, str]
     if not sources:
         return
     newest = max(hour for hour, _signed, _source in sources)
-    session.execute(delete(RejectionSource).where(RejectionSource.hour < newest - SOURCES_KEPT_FOR))
+    session.execute(delete(RejectionSource).where(RejectionSource.hour < newest - KEPT_FOR))
     known: dict[dt.datetime, int] = {}
     others: collections.Counter[tuple[dt.datetime, bool]] = collections.Counter()
     for (hour, signed, source), n in sorted(sources.items()):
