@@ -31,6 +31,11 @@ IMMEDIATE = "dv_immediate"
 WRITE_LOCK = "dv_write_lock"  # in Session.info
 TIMEOUT = 5.0  # seconds: DV_DB_TIMEOUT's default
 WAIT_LIMIT = "dv_wait_limit"  # in a connection's info: a longer bound one wait declares for itself
+# A transaction left idle (its process stopped or stuck between two statements) is ended by the
+# PostgreSQL server after this long, so the row locks it holds refuse others' writes no longer.
+# Ours never wait on anything but the database between statements (reads end before a lock or a
+# network call is waited on), so a minute is far beyond any pause of theirs.
+IDLE_IN_TRANSACTION = 60.0
 _timeouts: weakref.WeakKeyDictionary[Engine, float] = weakref.WeakKeyDictionary()  # SQLite's
 
 
@@ -94,18 +99,24 @@ def _flock_before(fd: int, deadline: float, timeout: float) -> None:
 
 
 def make_engine(
-    url: str, *, timeout: float = TIMEOUT, bound_statements: bool = True, **kwargs: Any
+    url: str,
+    *,
+    timeout: float = TIMEOUT,
+    bound_statements: bool = True,
+    idle_in_transaction: float = IDLE_IN_TRANSACTION,
+    **kwargs: Any,
 ) -> Engine:
     """An engine for ``url`` whose every wait is bounded by ``timeout`` seconds; SQLite files are
-    created with their folder. ``bound_statements=False`` leaves PostgreSQL statements and locks
-    unbounded (schema migrations, which may rewrite a large table)."""
+    created with their folder. ``bound_statements=False`` leaves PostgreSQL statements, locks and
+    idle transactions unbounded (schema migrations, which may rewrite a large table)."""
     parsed = make_url(url)
     kwargs.setdefault("pool_size", 10)
     kwargs.setdefault("max_overflow", 20)
     kwargs.setdefault("pool_timeout", timeout)
     if parsed.get_backend_name() != "sqlite":
         kwargs.setdefault("pool_pre_ping", True)
-        kwargs.setdefault("connect_args", postgres_bounds(parsed.query, timeout, bound_statements))
+        bounds = postgres_bounds(parsed.query, timeout, bound_statements, idle_in_transaction)
+        kwargs.setdefault("connect_args", bounds)
         engine = create_engine(url, **kwargs)
         if bound_statements and engine.dialect.driver == "psycopg":
             reach = Reachability()
@@ -126,11 +137,18 @@ def make_engine(
     return engine
 
 
-def postgres_bounds(query: Any, timeout: float, bound_statements: bool = True) -> dict[str, Any]:
+def postgres_bounds(
+    query: Any,
+    timeout: float,
+    bound_statements: bool = True,
+    idle_in_transaction: float = IDLE_IN_TRANSACTION,
+) -> dict[str, Any]:
     """libpq connection parameters that bound every wait by ``timeout`` seconds.
 
     ``connect_timeout`` (libpq counts whole seconds, at least 2); ``statement_timeout`` and
-    ``lock_timeout`` as the session's defaults (``options``, kept after any the URL gives);
+    ``lock_timeout`` as the session's defaults, and ``idle_in_transaction_session_timeout`` (the
+    server ends a session whose transaction idled that long: ``idle_in_transaction`` seconds)
+    (``options``, kept after any the URL gives);
     keepalives and ``tcp_user_timeout`` so a peer that vanished (a crashed host, a partition) is
     noticed while a reply is awaited, not after the kernel's two hours.
     """
@@ -147,7 +165,11 @@ def postgres_bounds(query: Any, timeout: float, bound_statements: bool = True) -
     if bound_statements:
         given = query.get("options", "")
         given = given if isinstance(given, str) else " ".join(given)
-        ours = f"-c statement_timeout={millis} -c lock_timeout={millis}"
+        idle = max(1, round(idle_in_transaction * 1000))
+        ours = (
+            f"-c statement_timeout={millis} -c lock_timeout={millis}"
+            f" -c idle_in_transaction_session_timeout={idle}"
+        )
         bounds["options"] = f"{given} {ours}".strip()
     return bounds
 

@@ -134,6 +134,7 @@ def test_hourly_counts_are_forgotten_after_the_time_kept(
     newest = clock() - dt.timedelta(hours=1)
     for kept in (counted, sources):
         assert 0 < len(kept) <= rejections.KEPT_FOR / dt.timedelta(hours=1) + 1
-        assert min(kept).replace(tzinfo=dt.UTC) >= newest.replace(
-            minute=0, second=0, microsecond=0
-        ) - rejections.KEPT_FOR
+        assert (
+            min(kept).replace(tzinfo=dt.UTC)
+            >= newest.replace(minute=0, second=0, microsecond=0) - rejections.KEPT_FOR
+        )

@@ -379,11 +379,14 @@ class Soak:
             for s in during
         )
         slow = sorted(during, key=lambda s: s.took, reverse=True)[:3]
-        slowest = "; ".join(
-            f"{s.took:.2f} s ({s.kind} {s.status}/{s.error or s.source}, i{s.instance}, sent at "
-            f"+{s.sent - begun:.1f} s)"
-            for s in slow
-        ) or "-"
+        slowest = (
+            "; ".join(
+                f"{s.took:.2f} s ({s.kind} {s.status}/{s.error or s.source}, i{s.instance}, sent at "
+                f"+{s.sent - begun:.1f} s)"
+                for s in slow
+            )
+            or "-"
+        )
         shown = ", ".join(f"{k} x{v}" for k, v in sorted(counts.items()))
         print(
             f"fault {name}: {returned - begun:.1f} s; answered {shown}; slowest answers "
