@@ -8,6 +8,7 @@ hangs, not a speed target. A server of its own, since this test freezes it.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +25,8 @@ from tests.support.oauth_server import TokenServer
 from tests.support.token_fixtures import ask
 from vault import migrate
 from vault.db import make_engine
+from vault.errors import Unavailable
+from vault.freshness.reads import Reads
 from vault.keyring.crypto import Keyring
 from vault.runtime import Runtime, ensure_key_check
 from vault.settings import Settings
@@ -111,3 +114,46 @@ def test_a_frozen_database_is_answered_503_in_bounded_time_and_the_next_request_
     assert recovered["callback"][0] == 202, recovered
     assert recovered["readyz"][0] == 200, recovered
     print(f"answers while frozen: {answers}; after it resumed: {recovered}")
+
+
+def test_requests_that_waited_for_a_freshness_check_the_database_failed_take_its_answer(
+    server: postgres.PostgresServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without a lease, requests share one check of what changed; when the frozen database does
+    not answer it, those that waited for it do not each ask again (each would wait one more bound:
+    a request arriving while the check was in flight was answered after twice DV_DB_TIMEOUT)."""
+    url = server.url_for("postgres").replace("postgresql://", "postgresql+psycopg://")
+    engine = make_engine(url, timeout=DB_TIMEOUT)
+    migrate.upgrade(engine)
+    reads = Reads(engine, grace=0, timeout=DB_TIMEOUT, leases=False)
+    reads.begin()  # heard from the database: its check's connection is open
+    checks: list[float] = []
+    check = reads._probe
+
+    def counted() -> bool:
+        checks.append(time.monotonic())
+        return check()
+
+    monkeypatch.setattr(reads, "_probe", counted)
+    outcomes: list[str] = []
+
+    def request() -> None:
+        try:
+            reads.begin()
+            outcomes.append("served")
+        except Unavailable:
+            outcomes.append("unavailable")
+
+    with server.frozen():
+        first = threading.Thread(target=request)
+        first.start()
+        while not checks:  # the first request's check is under way
+            time.sleep(0.01)
+        second = threading.Thread(target=request)
+        second.start()
+        first.join(HANG)
+        second.join(HANG)
+    reads.close()
+    engine.dispose()
+    assert outcomes == ["unavailable", "unavailable"]
+    assert len(checks) == 1, checks
