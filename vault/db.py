@@ -37,6 +37,7 @@ WAIT_LIMIT = "dv_wait_limit"  # in a connection's info: a longer bound one wait 
 # network call is waited on), so a minute is far beyond any pause of theirs.
 IDLE_IN_TRANSACTION = 60.0
 _timeouts: weakref.WeakKeyDictionary[Engine, float] = weakref.WeakKeyDictionary()  # SQLite's
+_watches: weakref.WeakKeyDictionary[Engine, Stalls] = weakref.WeakKeyDictionary()  # PostgreSQL's
 
 
 class WriteLock:
@@ -122,7 +123,9 @@ def make_engine(
             reach = Reachability()
             event.listen(engine, "do_connect", reach.connect)
             event.listen(engine, "engine_disposed", lambda _engine: reach.close())
-            event.listen(engine, "connect", Stalls(timeout, reach).watch)
+            stalls = Stalls(timeout, reach)
+            event.listen(engine, "connect", stalls.watch)
+            _watches[engine] = stalls
         return engine
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
@@ -135,6 +138,22 @@ def make_engine(
     event.listen(engine, "begin", _sqlite_on_begin)
     _timeouts[engine] = timeout
     return engine
+
+
+def not_answering(engine: Engine) -> None:
+    """The server kept a connection of the caller's own (not the pool's) waiting for the whole
+    bound: as if the stall watch had found it, new connections are held back and the pool's cut,
+    so that no request waits one more bound on it."""
+    stalls = _watches.get(engine)
+    if stalls is not None:
+        stalls.trip()
+
+
+def answering(engine: Engine) -> bool:
+    """False while the server is known to hang (a stall was seen, or a connection attempt waited
+    out its timeout) and no attempt since has succeeded."""
+    stalls = _watches.get(engine)
+    return stalls is None or stalls.reach is None or not stalls.reach.hanging
 
 
 def postgres_bounds(
@@ -195,7 +214,7 @@ class Stalls:
 
     def __init__(self, timeout: float, reach: Reachability | None = None) -> None:
         self.limit = timeout + self.GRACE
-        self._reach = reach
+        self.reach = reach
         self._guard = threading.Lock()
         self._watched: dict[int, _Watched] = {}
         self._thread: threading.Thread | None = None
@@ -229,14 +248,23 @@ class Stalls:
                     with self._guard:
                         self._watched.pop(ident, None)
             if stalled:  # the server is not answering: its other connections would wait too
-                if self._reach is not None:  # first, so that no one woken below connects anew
-                    self._reach.lost()
-                for _ident, item in watched:
-                    item.cut()
+                self._cut(watched)
             with self._guard:
                 if not self._watched:
                     self._thread = None
                     return
+
+    def trip(self) -> None:
+        """The server was found not answering elsewhere: cut every connection now."""
+        with self._guard:
+            watched = list(self._watched.items()) if self._pid == os.getpid() else []
+        self._cut(watched)
+
+    def _cut(self, watched: list[tuple[int, _Watched]]) -> None:
+        if self.reach is not None:  # first, so that no one woken below connects anew
+            self.reach.lost()
+        for _ident, item in watched:
+            item.cut()
 
 
 class Reachability:
@@ -298,6 +326,11 @@ class Reachability:
                     target=self._recheck, name="dv-db-recheck", daemon=True
                 )
                 self._thread.start()
+
+    @property
+    def hanging(self) -> bool:
+        """Down, and the last look found it hanging rather than refusing."""
+        return self._down and self._hangs and not self._closed
 
     def close(self) -> None:
         """The engine was disposed: stop trying."""

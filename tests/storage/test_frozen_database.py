@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
+from sqlalchemy.exc import OperationalError
 
 from app import create_app
 from tests.support import postgres
@@ -120,8 +121,9 @@ def test_requests_that_waited_for_a_freshness_check_the_database_failed_take_its
     server: postgres.PostgresServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Without a lease, requests share one check of what changed; when the frozen database does
-    not answer it, those that waited for it do not each ask again (each would wait one more bound:
-    a request arriving while the check was in flight was answered after twice DV_DB_TIMEOUT)."""
+    not answer it, those that waited for it do not each ask again, and the pool's connections are
+    not waited on either (each would be one more bound: requests arriving while the check was in
+    flight were answered after twice DV_DB_TIMEOUT)."""
     url = server.url_for("postgres").replace("postgresql://", "postgresql+psycopg://")
     engine = make_engine(url, timeout=DB_TIMEOUT)
     migrate.upgrade(engine)
@@ -144,6 +146,7 @@ def test_requests_that_waited_for_a_freshness_check_the_database_failed_take_its
         except Unavailable:
             outcomes.append("unavailable")
 
+    engine.pool.dispose()  # no idle connection kept: the next one asked for is a new one
     with server.frozen():
         first = threading.Thread(target=request)
         first.start()
@@ -153,6 +156,10 @@ def test_requests_that_waited_for_a_freshness_check_the_database_failed_take_its
         second.start()
         first.join(HANG)
         second.join(HANG)
+        # What the check found holds for the engine too: a new connection is not attempted (it
+        # would wait out its connect timeout), the request fails at once.
+        with pytest.raises(OperationalError, match="it is being tried again"):
+            engine.connect()
     reads.close()
     engine.dispose()
     assert outcomes == ["unavailable", "unavailable"]

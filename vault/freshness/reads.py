@@ -24,6 +24,7 @@ from typing import Protocol
 
 from sqlalchemy import Engine
 
+from vault import db
 from vault.errors import Unavailable
 from vault.freshness import generation, kinds
 from vault.freshness.leases import Holder
@@ -146,6 +147,9 @@ class Reads:
     def _probe(self) -> bool:
         """Catch up on a connection of the requests' own; once more on a new one if the old one
         failed at once (the server closed it while idle), so a request waits about one timeout."""
+        if not db.answering(self._engine):  # the engine's connections found it hanging
+            self.unheard()
+            return False
         for _attempt in (1, 2):
             began = time.monotonic()
             try:
@@ -160,6 +164,8 @@ class Reads:
                     log.warning(
                         "database did not answer the freshness check: %s", type(exc).__name__
                     )
+                    if isinstance(exc, TimeoutError):  # it hangs: the pool's would wait too
+                        db.not_answering(self._engine)
                     break
         self.unheard()
         return False

@@ -27,9 +27,12 @@ class Wire:
         _args, params = engine.dialect.create_connect_args(engine.url)
         params = {k: v for k, v in params.items() if k != "context"}
         self.timeout = timeout
-        self._conn = psycopg.connect(
-            **params, autocommit=True, connect_timeout=max(1, round(timeout))
-        )
+        try:
+            self._conn = psycopg.connect(
+                **params, autocommit=True, connect_timeout=max(1, round(timeout))
+            )
+        except psycopg.errors.ConnectionTimeout:  # as a statement's: it did not answer in time
+            raise TimeoutError("the database did not answer in time") from None
         self._pg: Any = self._conn.pgconn
 
     def query(self, sql: str, *params: str) -> list[Row]:
