@@ -427,10 +427,14 @@ class Soak:
         assert self.db is not None and self.oauth is not None
         db, oauth = self.db, self.oauth
         self.load(self.o.fault_threads)
-        frozen = db.frozen()
+        frozen: list[contextlib.AbstractContextManager[None]] = []
+
+        def freeze() -> None:
+            frozen.append(db.frozen())
+            frozen[-1].__enter__()
 
         def thaw() -> None:
-            frozen.__exit__(None, None, None)
+            frozen.pop().__exit__(None, None, None)
 
         def outage() -> None:
             oauth.answer = lambda _recorded: Reply(503, {"error": "temporarily_unavailable"})
@@ -441,7 +445,7 @@ class Soak:
         faults = {
             "restart": (lambda: db.stop("fast"), db.start, False),
             "stop": (lambda: db.stop("immediate"), db.start, False),
-            "freeze": (frozen.__enter__, thaw, False),
+            "freeze": (freeze, thaw, False),
             "outage": (outage, over, True),
         }
         for name in self.o.fault_kinds.split(","):
