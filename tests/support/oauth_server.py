@@ -89,6 +89,12 @@ class TokenServer(LoopbackServer):
         self.script.extend(replies)
         return self
 
+    def forget(self) -> None:
+        """Drop the record of requests and tokens (a long run that checks neither)."""
+        with self._lock:
+            self.requests.clear()
+            self.issued.clear()
+
     def introspect(self, token: str) -> Issued | None:
         return self.issued.get(token)
 
