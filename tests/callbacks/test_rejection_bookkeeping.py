@@ -65,7 +65,7 @@ def stored(runtime: Runtime) -> int:
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_the_process_writes_its_rejections_by_itself(runtime: Runtime) -> None:
-    rejections.record(runtime, "zendesk", "signature_mismatch", "192.0.2.1")
+    runtime.rejections.add(runtime.clock(), "zendesk", "signature_mismatch", "192.0.2.1")
     deadline = time.monotonic() + HANG
     while stored(runtime) == 0 and time.monotonic() < deadline:
         time.sleep(0.05)

@@ -98,9 +98,13 @@ def test_an_address_told_by_a_trusted_proxy_is_shown_with_the_proxy(
 def test_storage_stays_bounded_however_many_sources_send(runtime: Runtime) -> None:
     senders = rejections.SOURCES_PER_HOUR + 40
     for i in range(senders):
-        rejections.record(runtime, "zendesk", "signature_mismatch", f"10.1.{i // 250}.{i % 250}")
+        runtime.rejections.add(
+            runtime.clock(), "zendesk", "signature_mismatch", f"10.1.{i // 250}.{i % 250}"
+        )
     for _ in range(rejections.RECENT_KEPT + 5):
-        rejections.record(runtime, "zendesk", "timestamp_too_old", "10.9.9.9", signed=True)
+        runtime.rejections.add(
+            runtime.clock(), "zendesk", "timestamp_too_old", "10.9.9.9", signed=True
+        )
     runtime.rejections.flush()
     with runtime.session() as session:
         sources = session.scalar(select(func.count()).select_from(RejectionSource))
@@ -113,7 +117,9 @@ def test_storage_stays_bounded_however_many_sources_send(runtime: Runtime) -> No
 
 def test_ipv6_senders_are_counted_by_their_64_network(runtime: Runtime) -> None:
     for host in range(1, 6):
-        rejections.record(runtime, "zendesk", "signature_mismatch", f"2001:db8:1:2::{host:x}")
+        runtime.rejections.add(
+            runtime.clock(), "zendesk", "signature_mismatch", f"2001:db8:1:2::{host:x}"
+        )
     runtime.rejections.flush()
     with runtime.session() as session:
         rows = session.execute(select(RejectionSource.source, RejectionSource.count)).all()

@@ -289,7 +289,7 @@ def test_only_the_latest_rejections_are_kept(runtime: Runtime) -> None:
     from vault.callbacks import rejections
 
     for i in range(rejections.RECENT_KEPT + 5):
-        rejections.record(runtime, f"slug-{i}\x07", "unknown_app", "10.0.0.1")
+        runtime.rejections.add(runtime.clock(), f"slug-{i}\x07", "unknown_app", "10.0.0.1")
     runtime.rejections.flush()
     with runtime.session() as session:
         kept = rejections.recent(session, 1000, signed=False)

@@ -8,7 +8,7 @@ last ``RECENT_KEPT``. Sources are counted per hour up to ``SOURCES_PER_HOUR``, t
 hourly counts of both kinds are forgotten after ``KEPT_FOR`` (the status page shows the last 24
 hours): storage stays bounded whatever the flood, and however long rejections go on.
 
-A rejection's reply never waits on this bookkeeping: ``record`` only adds to this process's
+A rejection's reply never waits on this bookkeeping: ``Rejections.add`` only adds to this process's
 ``Pending`` (in memory, bounded however fast rejections come), and one thread per process writes
 what piled up in one short transaction every ``FLUSH_EVERY`` seconds, and at close. The status
 page flushes its own process's first; other processes' figures are at most that interval late.
@@ -24,7 +24,7 @@ import itertools
 import logging
 import threading
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -33,9 +33,6 @@ from sqlalchemy.orm import Session
 
 from vault.db import writing
 from vault.models import App, CallbackRejection, RecentRejection, RejectionSource
-
-if TYPE_CHECKING:
-    from vault.runtime import Runtime
 
 log = logging.getLogger("vault.rejections")  # the name log lines have always shown
 UNKNOWN_SLUG = "(unknown)"
@@ -220,19 +217,6 @@ class Rejections:
                 log.error("counting rejected callbacks failed: %s", type(exc).__name__)
 
 
-def record(
-    runtime: Runtime,
-    slug: str,
-    reason: str,
-    remote: str | None,
-    *,
-    signed: bool = False,
-    peer: str | None = None,
-) -> None:
-    """Count one rejection; written to the database by this process's flusher, never here."""
-    runtime.rejections.add(runtime.clock(), slug, reason, remote, signed=signed, peer=peer)
-
-
 def source_of(remote: str | None) -> str:
     """What a rejection is counted under: the address, or its /64 for IPv6 (one host's share)."""
     try:
@@ -301,12 +285,18 @@ def _write(session: Session, pending: Pending) -> None:
         key = (hour, slug if slug in apps else UNKNOWN_SLUG, reason)
         counts[key] = (counts.get(key, (0, None))[0] + n, remote)
     if counts:
-        newest = max(hour for hour, _slug, _reason in counts)
-        session.execute(delete(CallbackRejection).where(CallbackRejection.hour < newest - KEPT_FOR))
+        _forget_before(session, CallbackRejection, max(hour for hour, _slug, _reason in counts))
     for (hour, slug, reason), (n, remote) in sorted(counts.items()):
         session.execute(_upsert(session, hour, slug, reason, n, remote))
     _write_sources(session, pending.sources)
     _write_recent(session, pending.recent.values())
+
+
+def _forget_before(
+    session: Session, model: type[CallbackRejection] | type[RejectionSource], newest: dt.datetime
+) -> None:
+    """Delete the hourly counts older than ``KEPT_FOR`` before ``newest``."""
+    session.execute(delete(model).where(model.hour < newest - KEPT_FOR))
 
 
 def _dialect(session: Session) -> Any:
@@ -328,8 +318,7 @@ def _write_sources(session: Session, sources: dict[tuple[dt.datetime, bool, str]
     """Add to each source's count; a new source past its hour's cap counts as others."""
     if not sources:
         return
-    newest = max(hour for hour, _signed, _source in sources)
-    session.execute(delete(RejectionSource).where(RejectionSource.hour < newest - KEPT_FOR))
+    _forget_before(session, RejectionSource, max(hour for hour, _signed, _source in sources))
     known: dict[dt.datetime, int] = {}
     others: collections.Counter[tuple[dt.datetime, bool]] = collections.Counter()
     for (hour, signed, source), n in sorted(sources.items()):

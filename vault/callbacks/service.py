@@ -77,7 +77,7 @@ def _accounted(
             "callback rejected", extra={"reason": exc.reason, "slug": slug[:64], "remote": remote}
         )
         signed = exc.error in rejections.SIGNED_ERRORS
-        rejections.record(runtime, slug, exc.reason, remote, signed=signed, peer=peer)
+        runtime.rejections.add(runtime.clock(), slug, exc.reason, remote, signed=signed, peer=peer)
         metrics.CALLBACKS.labels(kind.value, exc.reason).inc()
         raise
     except DecryptionError:  # answered 503 unavailable by the edge, logged critical there
