@@ -16,7 +16,7 @@ from vault.callers.keys import Caller
 from vault.errors import UpstreamRejected, UpstreamUnavailable, VaultError
 from vault.models import Role
 from vault.tokens import service as tokens
-from vault.upstream import client_auth, exchange
+from vault.upstream import exchange
 from vault.upstream.client import Upstream
 
 if TYPE_CHECKING:
@@ -105,7 +105,7 @@ def check_app(
         session.rollback()  # no transaction stays open across the network call
     ttl = runtime.settings.token_default_ttl
     try:
-        token, fell_back = client_auth.exchange_telling(upstream, request, current, previous, ttl)
+        token, fell_back = upstream.exchange(request, current, previous, ttl)
     except UpstreamRejected as exc:
         return Outcome(False, error=exc.upstream_error, status=exc.upstream_status or None)
     except UpstreamUnavailable as exc:

@@ -231,6 +231,25 @@ class Upstream:
                 self.sleep(pause)
         raise AssertionError("unreachable")  # pragma: no cover
 
+    def exchange(
+        self,
+        request: TokenRequest,
+        current: Credential,
+        previous: Credential | None,
+        default_ttl: int,
+    ) -> tuple[Token, bool]:
+        """One token with the app's credential, or with the previous one once on invalid_client;
+        also telling whether it took the previous one."""
+        deadline = self.deadline()
+        try:
+            return self.fetch(request, current, default_ttl, deadline), False
+        except UpstreamRejected as exc:
+            # A new client secret takes minutes to activate at Seismic (a new key or certificate
+            # may take as long to register): meanwhile, the old one, within the same deadline.
+            if exc.upstream_error != "invalid_client" or previous is None:
+                raise
+            return self.fetch(request, previous, default_ttl, deadline), True
+
     @staticmethod
     def deadline() -> float:
         """A fresh overall deadline (monotonic seconds) for one token request."""

@@ -19,7 +19,6 @@ import os
 import secrets
 import ssl
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 import httpx
@@ -34,9 +33,6 @@ from vault.keyring.crypto import Keyring
 from vault.keyring.sealing import row_aad
 from vault.models import App
 from vault.upstream import pem
-
-if TYPE_CHECKING:
-    from vault.upstream.client import Token, TokenRequest, Upstream
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 ASSERTION_LIFETIME = 120  # seconds; the contract allows at most 5 minutes
@@ -175,33 +171,3 @@ def credentials(keyring: Keyring, app: App) -> tuple[Credential, Credential | No
             app.client_key_id_previous,
         )
     return Credential(current, app.client_key_id), previous
-
-
-def exchange(
-    upstream: Upstream,
-    request: TokenRequest,
-    current: Credential,
-    previous: Credential | None,
-    default_ttl: int,
-) -> Token:
-    """One token with the app's credential, or with the previous one once on invalid_client."""
-    return exchange_telling(upstream, request, current, previous, default_ttl)[0]
-
-
-def exchange_telling(
-    upstream: Upstream,
-    request: TokenRequest,
-    current: Credential,
-    previous: Credential | None,
-    default_ttl: int,
-) -> tuple[Token, bool]:
-    """Like ``exchange``, also telling whether it took the previous credential."""
-    deadline = upstream.deadline()
-    try:
-        return upstream.fetch(request, current, default_ttl, deadline), False
-    except UpstreamRejected as exc:
-        # A new client secret takes minutes to activate at Seismic (a new key or certificate may
-        # take as long to register): meanwhile, the old one, within the same overall deadline.
-        if exc.upstream_error != "invalid_client" or previous is None:
-            raise
-        return upstream.fetch(request, previous, default_ttl, deadline), True

@@ -64,7 +64,7 @@ def _call(
     started = time.monotonic()
     try:
         ttl = rt.settings.token_default_ttl
-        token = client_auth.exchange(rt.upstream, request, *secrets, ttl)
+        token, _previous = rt.upstream.exchange(request, *secrets, ttl)
     except UpstreamUnavailable as exc:
         # A 429 holds back only the app and tenant that met it; the host's circuit counts outages.
         counts = throttle.absorb(session, wanted.app_id, wanted.tenant, where, exc, rt.clock())
