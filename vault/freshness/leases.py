@@ -18,14 +18,11 @@ import socket
 import threading
 import time
 import uuid
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from sqlalchemy import Engine
 
 from vault.freshness.wire import Wire
-
-if TYPE_CHECKING:
-    from vault.freshness.reads import Reads
 
 log = logging.getLogger(__name__)
 
@@ -51,10 +48,21 @@ def holder_name() -> str:
     return f"{socket.gethostname()[:64]}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
 
 
+class Follower(Protocol):
+    """What the holder tells what it learns (the process's reads, vault/freshness/reads.py)."""
+
+    last: int | None  # the last invalidation applied
+    valid_until: float  # monotonic: until then the lease covers the memo
+
+    def replay(self, wire: Wire) -> None: ...
+    def renewed(self, sent: float, valid_until: float) -> None: ...
+    def unheard(self) -> None: ...
+
+
 class Holder:
     """The listening thread of one process; ``reads`` is told what it learns."""
 
-    def __init__(self, reads: Reads, engine: Engine, timeout: float) -> None:
+    def __init__(self, reads: Follower, engine: Engine, timeout: float) -> None:
         self._reads = reads
         self._engine = engine
         self._timeout = min(timeout, LEASE)

@@ -129,15 +129,16 @@ class Reads:
                 if time.monotonic() < self.valid_until:
                     return self._live
                 sent, live = self._answer
-                # A probe that failed while this request waited for it is this request's answer
-                # too: asking again would wait a second bound on a database that just did not
-                # answer (a frozen server holds each attempt for the whole timeout).
-                if sent <= arrived and self._failed_at * 1e9 >= arrived:
-                    live = False
-                elif sent <= arrived:
-                    sent = time.monotonic_ns()
-                    live = self._probe()
-                    self._answer = (sent, live)
+                if sent <= arrived:  # no answer to a question sent since this request arrived
+                    # A probe that failed while this request waited for it is its answer too:
+                    # asking again would wait a second bound on a database that just did not
+                    # answer (a frozen server holds each attempt for the whole timeout).
+                    if self._failed_at * 1e9 >= arrived:
+                        live = False
+                    else:
+                        sent = time.monotonic_ns()
+                        live = self._probe()
+                        self._answer = (sent, live)
         if live:
             return self._live
         if time.monotonic() - self.heard < self.grace:
