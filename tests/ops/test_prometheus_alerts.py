@@ -58,8 +58,11 @@ def prometheus(target: str, key_file: Path, folder: Path) -> Iterator[str]:
              f"--storage.tsdb.path={folder / 'data'}", f"--web.listen-address=127.0.0.1:{port}"],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
     try:
-        yield f"http://127.0.0.1:{port}"
+        # Until its storage is open Prometheus answers queries with a plain-text 503.
+        until("prometheus ready", lambda: httpx.get(f"{url}/-/ready", timeout=5).is_success, 60)
+        yield url
     finally:
         service.stop(process)
 
@@ -76,12 +79,13 @@ def until(what: str, check: Callable[[], Any], timeout: float) -> Any:
 
 
 def query(prom: str, expr: str) -> list[dict[str, Any]]:
-    reply = httpx.get(f"{prom}/api/v1/query", params={"query": expr}, timeout=5).json()
-    return list(reply["data"]["result"])
+    reply = httpx.get(f"{prom}/api/v1/query", params={"query": expr}, timeout=5)
+    return list(reply.raise_for_status().json()["data"]["result"])
 
 
 def firing(prom: str) -> list[dict[str, Any]]:
-    alerts = httpx.get(f"{prom}/api/v1/alerts", timeout=5).json()["data"]["alerts"]
+    reply = httpx.get(f"{prom}/api/v1/alerts", timeout=5)
+    alerts = reply.raise_for_status().json()["data"]["alerts"]
     return [a for a in alerts if a["labels"]["alertname"] == ALERT and a["state"] == "firing"]
 
 
@@ -122,7 +126,8 @@ def after_a_scrape(prom: str) -> None:
     """Returns just after Prometheus scraped the service."""
 
     def last() -> str:
-        targets = httpx.get(f"{prom}/api/v1/targets", timeout=5).json()["data"]["activeTargets"]
+        reply = httpx.get(f"{prom}/api/v1/targets", timeout=5).raise_for_status()
+        targets = reply.json()["data"]["activeTargets"]
         return str(targets[0]["lastScrape"])
 
     before = last()
