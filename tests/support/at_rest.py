@@ -7,7 +7,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine, text
 
-from vault.db import WAIT_LIMIT
+from vault.stalls import WAIT_LIMIT
 
 
 def database_bytes(engine: Engine) -> bytes:

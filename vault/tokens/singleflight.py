@@ -24,8 +24,8 @@ from typing import Any, TypeVar
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import DBAPIError
 
-from vault.db import WAIT_LIMIT as STALL_LIMIT
 from vault.errors import UpstreamRejected, UpstreamUnavailable, VaultError
+from vault.stalls import WAIT_LIMIT as STALL_LIMIT
 
 STRIPES = 1024  # SQLite lock files: unrelated keys may share one, which only queues their misses
 T = TypeVar("T")
