@@ -4,6 +4,7 @@ fault is answered with.
     python -m tests.perf.soak [--instances 2] [--workers 2] [--tenants 200] [--threads 8]
                               [--minutes 10] [--token-lifetime 20] [--db-timeout 5] [--faults]
                               [--fault-seconds 20] [--fault-kinds restart,stop,freeze,outage]
+                              [--partition-grace 30]
 
 Each instance is a gunicorn service (``delegation-vault serve``) on a PostgreSQL server of its own
 started here; a loopback token server issues short-lived tokens, so misses and refreshes never stop.
@@ -16,7 +17,11 @@ delegated when the request was sent or while it was answered (a change under way
 With ``--faults``, after the load: a PostgreSQL restart, a 20-second stop, a 20-second freeze
 (SIGSTOP of every server process) and a 20-second token server outage, each under load, printing
 what the requests during it were answered with and how long the service took to recover once it
-was over. Exit status 1 on a 500, any other 5xx than the contract's 503s, a token for a wrong user,
+was over. ``--fault-kinds partition`` (not among the defaults) puts the last instance behind a
+relay and cuts it for ``--fault-seconds``: the cut-off instance may answer from memory for
+``DV_PARTITION_GRACE`` (``--partition-grace``), so a token for a user changed meanwhile at another
+instance is counted apart ("stale within the grace", the documented trade-off), and a wrong user
+after the grace is a violation. Exit status 1 on a 500, any other 5xx than the contract's 503s, a token for a wrong user,
 or a request that hung.
 """
 
@@ -36,7 +41,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +51,7 @@ import psycopg
 from tests.support import postgres, service
 from tests.support.builders import create_key, delegation_body, lifecycle_body, register_app, signed
 from tests.support.oauth_server import Reply, TokenServer, serving
+from tests.support.relay import Relay, relaying
 from vault import migrate
 from vault.db import make_engine
 from vault.keyring.crypto import parse_keyring
@@ -78,7 +84,8 @@ class Options:
     faults: bool = False
     fault_seconds: float = 20.0
     fault_threads: int = 4
-    fault_kinds: str = "restart,stop,freeze,outage"  # which faults, in this order
+    fault_kinds: str = "restart,stop,freeze,outage"  # which faults, in this order (or partition)
+    partition_grace: float = 30.0  # DV_PARTITION_GRACE of every instance
     seed: int = 1
 
 
@@ -137,6 +144,8 @@ class Record:
         self.samples: list[Sample] = []
         self.violations: list[str] = []
         self.wrong_user = 0
+        self.stale_in_grace = 0  # by a cut-off instance, within DV_PARTITION_GRACE of the cut
+        self.cuts: list[list[float]] = []  # [cut at, mended at (inf while cut)], per partition
         self.checked = 0
         self._lock = threading.Lock()
 
@@ -171,6 +180,7 @@ class Soak:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self.probe = Tenant("probe", str(uuid.UUID(int=0, version=4)))  # recovery checks only
+        self.relay: Relay | None = None  # between the last instance and the database
 
     # -- set-up -----------------------------------------------------------------------------------
 
@@ -180,11 +190,17 @@ class Soak:
             self.db, self.oauth = db, oauth
             oauth.default = Reply(expires_in=self.o.token_lifetime)
             env = self._prepare(db, oauth)
+            if self.o.faults and "partition" in self.o.fault_kinds:
+                self.relay = stack.enter_context(relaying(db.port))
             for n in range(self.o.instances):
                 folder = self.workdir / f"instance-{n}"
                 folder.mkdir()
+                own = env
+                if self.relay is not None and n == self.o.instances - 1:
+                    url = env["DATABASE_URL"].replace(f":{db.port}/", f":{self.relay.port}/")
+                    own = {**env, "DATABASE_URL": url}
                 self.services.append(
-                    stack.enter_context(service.running(env, folder, workers=self.o.workers))
+                    stack.enter_context(service.running(own, folder, workers=self.o.workers))
                 )
             self._delegate_all()
             try:
@@ -217,6 +233,7 @@ class Soak:
             "DV_ALLOW_HTTP_TOKEN_URLS": "1",
             "DV_INSTANCE_PATH": str(self.workdir / "instance"),
             "DV_DB_TIMEOUT": str(self.o.db_timeout),
+            "DV_PARTITION_GRACE": str(self.o.partition_grace),
             "DV_LOG_FORMAT": "json",
         }
 
@@ -233,23 +250,27 @@ class Soak:
 
     # -- the mix ----------------------------------------------------------------------------------
 
-    def load(self, threads: int) -> None:
-        """Run ``threads`` load threads from now on (0: stop them all)."""
+    def load(self, threads: int, pinned: bool = False) -> None:
+        """Run ``threads`` load threads from now on (0: stop them all); ``pinned``: thread n sends
+        only to instance n modulo the instances, so that one instance's slow answers do not hold
+        back the others' load."""
         self._stop.set()
         for thread in self._threads:
             thread.join(HANG + 5)
         self._threads, self._stop = [], threading.Event()
         for n in range(threads):
-            thread = threading.Thread(target=self._loop, args=(n, self._stop), daemon=True)
+            args = (n, self._stop, pinned)
+            thread = threading.Thread(target=self._loop, args=args, daemon=True)
             thread.start()
             self._threads.append(thread)
 
-    def _loop(self, n: int, stop: threading.Event) -> None:
+    def _loop(self, n: int, stop: threading.Event, pinned: bool) -> None:
         pick = random.Random(self.o.seed * 1000 + n)
         with httpx.Client(timeout=HANG) as client:
             while not stop.is_set():
                 tenant = pick.choice(self.tenants)
                 instance = pick.randrange(len(self.services))
+                instance = n % len(self.services) if pinned else instance
                 roll = pick.random()
                 if roll < 0.90:
                     self._token(client, tenant, instance)
@@ -290,8 +311,21 @@ class Soak:
             with self.record._lock:
                 self.record.checked += 1
                 if issued is None or issued.user_id not in valid or issued.tenant != tenant.name:
-                    self.record.wrong_user += 1
-                    self.record.violations.append(f"token for a wrong user (tenant {tenant.name})")
+                    if issued is not None and self._within_grace(instance, sent):
+                        self.record.stale_in_grace += 1
+                    else:
+                        self.record.wrong_user += 1
+                        self.record.violations.append(
+                            f"token for a wrong user (tenant {tenant.name})"
+                        )
+
+    def _within_grace(self, instance: int, sent: float) -> bool:
+        """Whether a request sent at ``sent`` met the cut-off instance within its grace, when it
+        may answer from memory what another instance has changed since."""
+        grace = self.o.partition_grace
+        return instance == len(self.services) - 1 and any(
+            cut <= sent <= min(cut + grace, mended) for cut, mended in list(self.record.cuts)
+        )
 
     def _callback(
         self, client: httpx.Client, instance: int, body: dict[str, Any], path: str
@@ -347,14 +381,8 @@ class Soak:
 
     def minute(self, number: int, start: float, end: float) -> None:
         samples = self.record.since(start, end)
-        counts = collections.Counter(
-            f"{s.kind}:{s.status}" + (f"/{s.error}" if s.error and s.status >= 400 else "")
-            for s in samples
-        )
         tokens = [s.took for s in samples if s.kind == "token" and s.status > 0]
-        line = f"[{number:>3}] {len(samples)} req, {_percentiles(tokens)}; " + ", ".join(
-            f"{k} x{v}" for k, v in sorted(counts.items())
-        )
+        line = f"[{number:>3}] {len(samples)} req, {_percentiles(tokens)}; {_counts(samples)}"
         print(line, flush=True)
         print(
             f"      rss MB (master/workers) {'; '.join(self.rss())}; {self.database()}", flush=True
@@ -374,10 +402,6 @@ class Soak:
         recovered = self._recovery(returned, upstream)
         time.sleep(2)
         during = self.record.since(begun, returned)
-        counts = collections.Counter(
-            f"{s.kind}:{s.status}" + (f"/{s.error}" if s.error and s.status >= 400 else "")
-            for s in during
-        )
         slow = sorted(during, key=lambda s: s.took, reverse=True)[:3]
         slowest = (
             "; ".join(
@@ -387,10 +411,22 @@ class Soak:
             )
             or "-"
         )
-        shown = ", ".join(f"{k} x{v}" for k, v in sorted(counts.items()))
+        shown = []
+        for n in range(len(self.services)):
+            mine = [s for s in during if s.instance == n]
+            top = max((s.took for s in mine), default=0.0)
+            if name == "partition" and n == len(self.services) - 1:
+                late = begun + self.o.partition_grace
+                shown.append(
+                    f"i{n} (cut off) within the grace {_counts(s for s in mine if s.sent <= late)}"
+                )
+                shown.append(f"after it {_counts(s for s in mine if s.sent > late)}")
+            else:
+                shown.append(f"i{n} {_counts(mine)}")
+            shown[-1] += f" (slowest {top:.2f} s)"
         print(
-            f"fault {name}: {returned - begun:.1f} s; answered {shown}; slowest answers "
-            f"{slowest}; recovered {recovered}",
+            f"fault {name}: {returned - begun:.1f} s; answered {'; '.join(shown)}; slowest "
+            f"answers {slowest}; recovered {recovered}",
             flush=True,
         )
 
@@ -442,17 +478,39 @@ class Soak:
         def over() -> None:
             oauth.answer = None
 
+        def cut() -> None:
+            assert self.relay is not None
+            self.record.cuts.append([time.monotonic(), float("inf")])
+            self.relay.cut()
+
+        def mend() -> None:
+            assert self.relay is not None
+            self.relay.mend()
+            self.record.cuts[-1][1] = time.monotonic()
+
         faults = {
             "restart": (lambda: db.stop("fast"), db.start, False),
             "stop": (lambda: db.stop("immediate"), db.start, False),
             "freeze": (freeze, thaw, False),
             "outage": (outage, over, True),
+            "partition": (cut, mend, False),
         }
         for name in self.o.fault_kinds.split(","):
             time.sleep(5)
             start, end, upstream = faults[name.strip()]
+            # A partition cuts one instance off: the other's load must not wait behind it.
+            self.load(self.o.fault_threads, pinned=name.strip() == "partition")
             self.fault(name.strip(), start, end, upstream)
         self.load(0)
+
+
+def _counts(samples: Iterable[Sample]) -> str:
+    """How many answers of each kind, status and error."""
+    counts = collections.Counter(
+        f"{s.kind}:{s.status}" + (f"/{s.error}" if s.error and s.status >= 400 else "")
+        for s in samples
+    )
+    return ", ".join(f"{k} x{v}" for k, v in sorted(counts.items())) or "none"
 
 
 def _one(conn: psycopg.Connection[Any], sql: str) -> int:
@@ -508,7 +566,8 @@ def run(options: Options, folder: Path) -> Record:
     statuses = collections.Counter(s.status for s in record.samples)
     print(
         f"total {len(record.samples)} requests {dict(sorted(statuses.items()))}; tokens checked "
-        f"at the token server {record.checked}, wrong user {record.wrong_user}; "
+        f"at the token server {record.checked}, wrong user {record.wrong_user}, stale within "
+        f"the partition grace {record.stale_in_grace}; "
         f"violations {len(record.violations)}",
         flush=True,
     )
