@@ -1,5 +1,6 @@
 """A short soak: two instances (gunicorn, two workers each) on one PostgreSQL under the mix, a
 minute long. No 5xx but the contract's 503s, no token for a wrong user, no request that hung.
+Then a short partition under the same mix: one instance cut off, the other going on.
 (``python -m tests.perf.soak`` runs it longer, with faults, and prints the figures.)"""
 
 from __future__ import annotations
