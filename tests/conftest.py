@@ -36,16 +36,12 @@ atexit.register(shutil.rmtree, _hypothesis_home, ignore_errors=True)
 hypothesis.configuration.set_hypothesis_home_dir(_hypothesis_home)
 hypothesis.settings.register_profile("vault", database=None)
 hypothesis.settings.load_profile("vault")
-REQUIRE_POSTGRES = os.environ.get("DV_REQUIRE_POSTGRES") == "1"
 _names = itertools.count()
 
 
 @pytest.fixture(scope="session")
 def pg_server() -> Iterator[postgres.PostgresServer]:
-    if not postgres.available():
-        if REQUIRE_POSTGRES:
-            pytest.fail("PostgreSQL binaries (initdb, pg_ctl, postgres) are required but missing")
-        pytest.skip("PostgreSQL binaries not found")
+    postgres.needed()
     server = postgres.PostgresServer()  # under /tmp: the postgres user cannot enter pytest's dirs
     server.init()
     server.start()

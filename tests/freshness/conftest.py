@@ -17,7 +17,6 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import REQUIRE_POSTGRES
 from tests.support import postgres, service
 from tests.support.builders import delegation_body, register_app, signed
 from tests.support.oauth_server import TokenServer, serving
@@ -63,10 +62,7 @@ def now() -> dt.datetime:
 
 @pytest.fixture(scope="module")
 def pg(request: pytest.FixtureRequest) -> postgres.PostgresServer:
-    if not postgres.available():
-        if REQUIRE_POSTGRES:
-            pytest.fail("PostgreSQL binaries (initdb, pg_ctl, postgres) are required but missing")
-        pytest.skip("PostgreSQL binaries not found")
+    postgres.needed()
     return request.getfixturevalue("pg_server")  # type: ignore[no-any-return]
 
 

@@ -12,7 +12,6 @@ import pytest
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from tests.conftest import REQUIRE_POSTGRES
 from tests.support import postgres
 from tests.support.relay import Relay, relaying
 from vault.db import make_engine, writing
@@ -25,10 +24,7 @@ GRACE = 5.0  # beyond the lease (2 s) and a failed check (two tries of 1 s)
 
 @pytest.fixture
 def direct(request: pytest.FixtureRequest) -> Iterator[Engine]:
-    if not postgres.available():
-        if REQUIRE_POSTGRES:
-            pytest.fail("PostgreSQL binaries (initdb, pg_ctl, postgres) are required but missing")
-        pytest.skip("PostgreSQL binaries not found")
+    postgres.needed()
     server = request.getfixturevalue("pg_server")
     name = f"dv_cut_{time.monotonic_ns() % 10**9}"
     server.psql_execute(f"CREATE DATABASE {name} TEMPLATE dv_template")

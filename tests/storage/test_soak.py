@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REQUIRE_POSTGRES
 from tests.perf import soak
 from tests.support import postgres
 
@@ -17,10 +16,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
 
 def test_a_minute_of_mixed_load_on_two_instances_keeps_every_promise(tmp_path: Path) -> None:
-    if not postgres.available():
-        if REQUIRE_POSTGRES:
-            pytest.fail("PostgreSQL binaries (initdb, pg_ctl, postgres) are required but missing")
-        pytest.skip("PostgreSQL binaries not found")
+    postgres.needed()
     options = soak.Options(
         instances=2, workers=2, tenants=20, threads=4, minutes=1, token_lifetime=20, db_timeout=2
     )
@@ -34,10 +30,7 @@ def test_a_minute_of_mixed_load_on_two_instances_keeps_every_promise(tmp_path: P
 
 
 def test_an_instance_cut_off_under_load_leaves_the_other_serving(tmp_path: Path) -> None:
-    if not postgres.available():
-        if REQUIRE_POSTGRES:
-            pytest.fail("PostgreSQL binaries (initdb, pg_ctl, postgres) are required but missing")
-        pytest.skip("PostgreSQL binaries not found")
+    postgres.needed()
     grace = 3.0
     options = soak.Options(
         instances=2, workers=2, tenants=20, threads=4, minutes=0.25, token_lifetime=20,

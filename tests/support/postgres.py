@@ -13,6 +13,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+
 from tests.support.ports import free_port
 
 BINARIES = ("initdb", "pg_ctl", "postgres")
@@ -28,6 +30,16 @@ def _find(binary: str) -> str | None:
 
 def available() -> bool:
     return all(_find(b) for b in BINARIES)
+
+
+def needed() -> None:
+    """Skip the calling test when the binaries are missing; fail it instead where they are
+    required (``DV_REQUIRE_POSTGRES=1``, as CI sets it)."""
+    if available():
+        return
+    if os.environ.get("DV_REQUIRE_POSTGRES") == "1":
+        pytest.fail("PostgreSQL binaries (initdb, pg_ctl, postgres) are required but missing")
+    pytest.skip("PostgreSQL binaries not found")
 
 
 class PostgresServer:
