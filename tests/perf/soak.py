@@ -421,7 +421,7 @@ class Soak:
             mine = [s for s in during if s.instance == n]
             top = max((s.took for s in mine), default=0.0)
             if name == "partition" and n == len(self.services) - 1:
-                late = begun + self.o.partition_grace
+                late = self.record.cuts[-1][0] + self.o.partition_grace  # from the cut on
                 shown.append(
                     f"i{n} (cut off) within the grace {_counts(s for s in mine if s.sent <= late)}"
                 )
